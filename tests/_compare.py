@@ -1,0 +1,31 @@
+"""Comparing two computations of the same thing, with tolerances that scale with dtype."""
+
+import numpy as np
+
+import tinynet
+
+# (rtol, atol relative to the largest magnitude of the reference)
+TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-9, 1e-11)}
+
+
+def assert_close(name, got, ref, dtype=None, scale=1.0):
+    """|got - ref| <= atol + rtol |ref| elementwise; on failure print the first mismatches."""
+    got = tinynet.to_numpy(got)
+    ref = tinynet.to_numpy(ref)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != reference {ref.shape}"
+    dtype = np.dtype(dtype or ref.dtype)
+    assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
+    rtol, atol = TOLERANCE[dtype]
+    rtol, atol = rtol * scale, atol * scale
+    ref64 = ref.astype(np.float64)
+    magnitude = max(1.0, float(np.max(np.abs(ref64)))) if ref.size else 1.0
+    err = np.abs(got.astype(np.float64) - ref64)
+    bad = ~(err <= atol * magnitude + rtol * np.abs(ref64))
+    bad &= ~(np.isnan(got) & np.isnan(ref))
+    if bad.any():
+        where = np.argwhere(bad)[:5]
+        lines = [f"  {tuple(int(i) for i in idx)}: got {got[tuple(idx)]!r}, "
+                 f"ref {ref[tuple(idx)]!r}" for idx in where]
+        raise AssertionError(f"{name}: {int(bad.sum())} of {bad.size} elements differ "
+                             f"(rtol={rtol}, atol={atol}*{magnitude:.3g}); first:\n"
+                             + "\n".join(lines))

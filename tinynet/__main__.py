@@ -1,0 +1,53 @@
+"""python -m tinynet info | compile | bench"""
+
+import argparse
+import sys
+
+
+def _info(_args):
+    import platform
+
+    import numpy as np
+
+    import tinynet
+    from tinynet._dispatch import status
+
+    print(f"tinynet {tinynet.__version__}  (Python {platform.python_version()}, "
+          f"NumPy {np.__version__}, {platform.machine()})")
+    print(f"default backend: {tinynet.get_backend()}")
+    print("backends:")
+    for name, usable, reason in status():
+        print(f"  {name:<11} {'usable' if usable else 'not usable: ' + reason}")
+    print("devices:")
+    for line in _devices():
+        print(f"  {line}")
+    return 0
+
+
+def _devices():
+    """CUDA devices as the driver reports them, or why there are none."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        return ["none found (cuda-bindings not installed, so the driver was not asked)"]
+    error, count = runtime.cudaGetDeviceCount()
+    if error != runtime.cudaError_t.cudaSuccess:
+        return [f"none found ({runtime.cudaGetErrorString(error)[1].decode()})"]
+    lines = []
+    for index in range(count):
+        _, props = runtime.cudaGetDeviceProperties(index)
+        lines.append(f"cuda:{index} {props.name.decode()} sm_{props.major}{props.minor} "
+                     f"{props.totalGlobalMem / 2**30:.0f} GiB")
+    return lines or ["none found (0 CUDA devices)"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinynet")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, backends usable here and why not, devices")
+    args = parser.parse_args(argv)
+    return {"info": _info}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

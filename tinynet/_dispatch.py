@@ -1,0 +1,145 @@
+"""Backend registry and selection.
+
+A backend is a module exposing the same function names (see tinynet/backends/numpy_ref.py
+for the reference set): NAME, IS_GPU, unavailable_reason(), asarray(a), to_numpy(a),
+dense_forward/backward, lstm_cell_forward/backward, lstm_forward/backward.
+A backend joins by adding one line to _MODULES. Modules are imported on first use, so
+`import tinynet` needs NumPy alone; a module whose libraries are missing raises ImportError,
+which becomes the reason it is unusable.
+"""
+
+import contextlib
+import contextvars
+import importlib
+import os
+import threading
+
+_MODULES = {
+    "numpy": "tinynet.backends.numpy_ref",
+    "numba-cpu": "tinynet.backends.numba_cpu",
+    "numba-cuda": "tinynet.backends.numba_cuda",
+    "cupy": "tinynet.backends.cupy_cuda",
+}
+
+# What to install when a backend's module cannot be imported.
+_INSTALL_HINTS = {
+    "numba-cpu": "pip install numba",
+    "numba-cuda": "pip install 'tinynet[gpu]' (CUDA 13 driver) or 'tinynet[gpu-cu12]'",
+    "cupy": "pip install 'tinynet[gpu]' (CUDA 13 driver) or 'tinynet[gpu-cu12]'",
+}
+
+KNOWN = tuple(_MODULES) + ("auto",)
+
+_loaded = {}            # name -> module, for usable backends
+_unusable = {}          # name -> reason
+_lock = threading.Lock()
+
+_global_default = os.environ.get("TINYNET_BACKEND", "auto")
+_context_default = contextvars.ContextVar("tinynet_backend", default=None)
+
+
+def _check_name(name):
+    if name not in KNOWN:
+        raise ValueError(f"{name!r} is not a tinynet backend; known backends: "
+                         + ", ".join(repr(k) for k in KNOWN))
+
+
+def _try_load(name):
+    """Import backend `name` once; remember either the module or why it is unusable."""
+    with _lock:
+        if name in _loaded or name in _unusable:
+            return
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except ImportError as error:
+            hint = _INSTALL_HINTS.get(name, "")
+            _unusable[name] = f"{error}" + (f" (install with: {hint})" if hint else "")
+            return
+        reason = module.unavailable_reason()
+        if reason is None:
+            _loaded[name] = module
+        else:
+            _unusable[name] = reason
+
+
+def module(name):
+    """The module of a usable backend; RuntimeError saying why if it is not usable here."""
+    found = _loaded.get(name)
+    if found is not None:
+        return found
+    _check_name(name)
+    if name == "auto":
+        raise ValueError("'auto' is resolved per call, not a module")
+    _try_load(name)
+    if name in _unusable:
+        raise RuntimeError(f"tinynet backend {name!r} is not usable here: {_unusable[name]}")
+    return _loaded[name]
+
+
+def status():
+    """[(name, usable, reason or None)] for every backend, loading each to find out."""
+    rows = []
+    for name in _MODULES:
+        _try_load(name)
+        rows.append((name, name in _loaded, _unusable.get(name)))
+    return rows
+
+
+def available_backends():
+    return [name for name, usable, _ in status() if usable]
+
+
+def get_backend():
+    """The current default backend name (context, then set_backend, then TINYNET_BACKEND)."""
+    name = _context_default.get()
+    return _global_default if name is None else name
+
+
+def set_backend(name):
+    """Make `name` the default for this process (threads inside use_backend keep theirs)."""
+    global _global_default
+    _check_name(name)
+    if name != "auto":
+        module(name)
+    _global_default = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Within the block, in this thread (or asyncio task) only, the default is `name`."""
+    _check_name(name)
+    if name != "auto":
+        module(name)
+    token = _context_default.set(name)
+    try:
+        yield name
+    finally:
+        _context_default.reset(token)
+
+
+def _auto(first_array):
+    """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
+    the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
+    if hasattr(first_array, "__cuda_array_interface__"):
+        for name in ("cupy", "numba-cuda"):
+            _try_load(name)
+            if name in _loaded:
+                return _loaded[name]
+        raise RuntimeError("backend='auto' got a GPU array but no GPU backend is usable: "
+                           + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
+    return module("numpy")
+
+
+def resolve(backend, first_array):
+    """The backend module for one call: `backend` if given, else the current default."""
+    name = backend if backend is not None else get_backend()
+    found = _loaded.get(name)
+    if found is not None:
+        return found
+    if name == "auto":
+        return _auto(first_array)
+    if name not in KNOWN:
+        source = "TINYNET_BACKEND" if backend is None and name == _global_default else "backend"
+        raise ValueError(f"{source}={name!r} is not a tinynet backend; known backends: "
+                         + ", ".join(repr(k) for k in KNOWN))
+    return module(name)

@@ -1,0 +1,234 @@
+"""tinynet.ops: the functional core (contract: shared/API.md).
+
+Each op validates its arguments once, here, picks a backend, and calls it; backends trust
+what they receive. Forward ops return their outputs and a Context; backward ops take that
+Context (which remembers the backend) and the gradients of the outputs (None = zero).
+"""
+
+import numpy as np
+
+from tinynet._activations import canonical
+from tinynet._dispatch import resolve
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Context:
+    """What a backward needs: opaque to users, owned by the backend that made it."""
+
+    __slots__ = ("op", "backend", "saved", "grad_shapes", "dtype")
+
+    def __init__(self, op, backend, saved, grad_shapes, dtype):
+        self.op = op
+        self.backend = backend
+        self.saved = saved
+        self.grad_shapes = grad_shapes   # {output name: shape} of the gradients backward takes
+        self.dtype = dtype
+
+    def __repr__(self):
+        return f"<tinynet {self.op} context on {self.backend.NAME}, {self.dtype}>"
+
+
+# --- argument checks -----------------------------------------------------------------
+
+def _fail(op, message):
+    raise ValueError(f"{op}: {message}")
+
+
+def _shape(shape):
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _float_dtype(op, name, a):
+    """The dtype of the first array; it must be float32 or float64."""
+    dtype = getattr(a, "dtype", None)
+    if dtype not in _FLOATS:
+        _fail(op, f"{name} must be float32 or float64, got {dtype}: convert it explicitly, "
+                  f"e.g. {name}.astype(np.float32) (tinynet never casts silently)")
+    return dtype
+
+
+def _same_dtype(op, dtype, first, arrays):
+    for name, a in arrays:
+        if a is not None and a.dtype != dtype:
+            if a.dtype in _FLOATS:
+                _fail(op, f"{name} is {a.dtype} but {first} is {dtype}: mixed dtypes are not "
+                          f"cast; convert one, e.g. {name}.astype({first}.dtype)")
+            _fail(op, f"{name} must be float32 or float64 like {first} ({dtype}), got "
+                      f"{a.dtype}: convert it explicitly, e.g. {name}.astype({first}.dtype)")
+
+
+def _ndim(op, name, a, ndim, symbols, fix=""):
+    if a.ndim != ndim:
+        _fail(op, f"{name} must be {ndim}-D {symbols}, got a {a.ndim}-D array of shape "
+                  f"{_shape(a.shape)}" + (f": {fix}" if fix else ""))
+
+
+def _expect(op, name, a, expected, symbols, fix=""):
+    if tuple(a.shape) != expected:
+        _fail(op, f"{name} must be {symbols} = {_shape(expected)}, got {_shape(a.shape)}"
+                  + (f": {fix}" if fix else ""))
+
+
+def _forget_bias(op, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                        np.floating)):
+        _fail(op, f"forget_bias must be a real number, got {value!r} of type "
+                  f"{type(value).__name__}")
+    return float(value)
+
+
+def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
+    """Check w_hh (H, 4H), w_ih (in, 4H), b (4H,); return H."""
+    _ndim(op, "w_hh", w_hh, 2, "(H, 4*H)")
+    hidden = w_hh.shape[0]
+    if w_hh.shape[1] != 4 * hidden:
+        _fail(op, f"w_hh must be (H, 4*H) with gate blocks i, f, g, o, got "
+                  f"{_shape(w_hh.shape)}: an LSTM of H units has 4*H gate columns"
+                  + (f" (with H = {w_hh.shape[1] // 4}, w_hh is ({w_hh.shape[1] // 4}, "
+                     f"{w_hh.shape[1]}))" if w_hh.shape[1] % 4 == 0 and w_hh.shape[1] else ""))
+    _ndim(op, "w_ih", w_ih, 2, "(in, 4*H)")
+    fix = "w_ih looks transposed: use w_ih.T" if w_ih.shape == (4 * hidden, n_in) else ""
+    _expect(op, "w_ih", w_ih, (n_in, 4 * hidden), "(in, 4*H)", fix)
+    fix = "use b.reshape(-1)" if b.size == 4 * hidden else (
+        "PyTorch has two biases: pass bias_ih + bias_hh" if b.ndim == 1 else "")
+    _expect(op, "b", b, (4 * hidden,), "(4*H,)", fix)
+    return hidden
+
+
+def _gradient(op, ctx, backend, name, g):
+    if g is None:
+        return None
+    g = backend.asarray(g)
+    expected = ctx.grad_shapes[name]
+    dtype = getattr(g, "dtype", None)
+    if dtype != ctx.dtype:
+        _fail(op, f"{name} must be {ctx.dtype} like the forward's output, got {dtype}")
+    if tuple(g.shape) != expected:
+        _fail(op, f"{name} must have the shape of the forward's output {_shape(expected)}, "
+                  f"got {_shape(g.shape)}")
+    return g
+
+
+def _context(op, ctx, kind):
+    if not isinstance(ctx, Context) or ctx.op != kind:
+        got = ctx.op if isinstance(ctx, Context) else type(ctx).__name__
+        _fail(op, f"ctx must be the context returned by ops.{kind}, got {got}")
+    return ctx.backend
+
+
+# --- dense ---------------------------------------------------------------------------
+
+def dense(x, w, b=None, activation="linear", *, backend=None):
+    """y = act(x @ w + b): x (batch, in), w (in, out), b (out,) or None -> y, ctx."""
+    op = "dense"
+    be = resolve(backend, x)
+    x = be.asarray(x)
+    w = be.asarray(w)
+    if b is not None:
+        b = be.asarray(b)
+    act = canonical(activation, "activation", op)
+    dtype = _float_dtype(op, "x", x)
+    _same_dtype(op, dtype, "x", (("w", w), ("b", b)))
+    if x.ndim != 2:
+        fix = ("for one sample use x[None, :]" if x.ndim == 1 else
+               "to apply it at every step use x.reshape(-1, x.shape[-1])" if x.ndim == 3 else "")
+        _ndim(op, "x", x, 2, "(batch, in)", fix)
+    batch, n_in = x.shape
+    _ndim(op, "w", w, 2, "(in, out)")
+    if w.shape[0] != n_in:
+        fix = ("w looks transposed (weights are stored (in, out)): use w.T"
+               if w.shape[1] == n_in else "the number of inputs is fixed by the data")
+        _fail(op, f"w must be (in, out) with in = {n_in} to match x {_shape(x.shape)}, got "
+                  f"{_shape(w.shape)}: {fix}")
+    n_out = w.shape[1]
+    if b is not None:
+        _expect(op, "b", b, (n_out,), "(out,)", "use b.reshape(-1)" if b.size == n_out else "")
+    y, saved = be.dense_forward(x, w, b, act)
+    return y, Context(op, be, saved, {"dy": (batch, n_out)}, dtype)
+
+
+def dense_backward(ctx, dy):
+    """dx, dw, db (db is None when the forward had no bias)."""
+    op = "dense_backward"
+    be = _context(op, ctx, "dense")
+    return be.dense_backward(ctx.saved, _gradient(op, ctx, be, "dy", dy))
+
+
+# --- LSTM cell -----------------------------------------------------------------------
+
+def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
+              forget_bias=0.0, *, backend=None):
+    """One LSTM step: h1, c1, ctx. Gates z = x @ w_ih + h @ w_hh + b, blocks i, f, g, o."""
+    op = "lstm_cell"
+    be = resolve(backend, x)
+    x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
+    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
+    act = canonical(activation, "activation", op)
+    rec = canonical(recurrent_activation, "recurrent_activation", op)
+    forget_bias = _forget_bias(op, forget_bias)
+    dtype = _float_dtype(op, "x", x)
+    _same_dtype(op, dtype, "x", (("h", h), ("c", c), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
+    _ndim(op, "x", x, 2, "(batch, in)",
+          "lstm_cell is one step; for a whole sequence (batch, steps, in) use ops.lstm"
+          if x.ndim == 3 else "for one sample use x[None, :]" if x.ndim == 1 else "")
+    batch, n_in = x.shape
+    hidden = _check_lstm_weights(op, n_in, w_ih, w_hh, b)
+    _expect(op, "h", h, (batch, hidden), "(batch, H)")
+    _expect(op, "c", c, (batch, hidden), "(batch, H)")
+    h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
+    shapes = {"dh1": (batch, hidden), "dc1": (batch, hidden)}
+    return h1, c1, Context("lstm_cell", be, saved, shapes, dtype)
+
+
+def lstm_cell_backward(ctx, dh1, dc1=None):
+    """dx, dh, dc, dw_ih, dw_hh, db."""
+    op = "lstm_cell_backward"
+    be = _context(op, ctx, "lstm_cell")
+    return be.lstm_cell_backward(ctx.saved, _gradient(op, ctx, be, "dh1", dh1),
+                                 _gradient(op, ctx, be, "dc1", dc1))
+
+
+# --- LSTM over a sequence ------------------------------------------------------------
+
+def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
+         forget_bias=0.0, *, backend=None):
+    """The whole sequence: hs (batch, steps, H), hT, cT, ctx. h0/c0 None means zeros."""
+    op = "lstm"
+    be = resolve(backend, xs)
+    xs = be.asarray(xs)
+    h0 = None if h0 is None else be.asarray(h0)
+    c0 = None if c0 is None else be.asarray(c0)
+    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
+    act = canonical(activation, "activation", op)
+    rec = canonical(recurrent_activation, "recurrent_activation", op)
+    forget_bias = _forget_bias(op, forget_bias)
+    dtype = _float_dtype(op, "xs", xs)
+    _same_dtype(op, dtype, "xs",
+                (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
+    if xs.ndim != 3:
+        fix = ""
+        if xs.ndim == 2:
+            fix = (f"got a 2-D array (batch, steps) = {_shape(xs.shape)}; a sequence batch is "
+                   "(batch, steps, features): use xs[..., None] for one feature")
+        elif xs.ndim == 1:
+            fix = "one sequence of one feature is xs[None, :, None]"
+        _ndim(op, "xs", xs, 3, "(batch, steps, in)", fix)
+    batch, steps, n_in = xs.shape
+    hidden = _check_lstm_weights(op, n_in, w_ih, w_hh, b)
+    if h0 is not None:
+        _expect(op, "h0", h0, (batch, hidden), "(batch, H)", "or pass None for zeros")
+    if c0 is not None:
+        _expect(op, "c0", c0, (batch, hidden), "(batch, H)", "or pass None for zeros")
+    hs, hT, cT, saved = be.lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
+    shapes = {"dhs": (batch, steps, hidden), "dhT": (batch, hidden), "dcT": (batch, hidden)}
+    return hs, hT, cT, Context("lstm", be, saved, shapes, dtype)
+
+
+def lstm_backward(ctx, dhs, dhT=None, dcT=None):
+    """dxs, dh0, dc0, dw_ih, dw_hh, db (dh0/dc0 also when h0/c0 were None)."""
+    op = "lstm_backward"
+    be = _context(op, ctx, "lstm")
+    return be.lstm_backward(ctx.saved, _gradient(op, ctx, be, "dhs", dhs),
+                            _gradient(op, ctx, be, "dhT", dhT),
+                            _gradient(op, ctx, be, "dcT", dcT))
