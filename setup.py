@@ -7,8 +7,8 @@ plain install."""
 from setuptools import setup
 
 setup(
-    packages=["tinynet", "tinynet.backends", "tinynet.kernels", "tinynet.kernels.numba_cuda",
-              "tinynet.bench"],
+    packages=["tinynet", "tinynet.backends", "tinynet.nn", "tinynet.kernels",
+              "tinynet.kernels.numba_cuda", "tinynet.kernels.numba_cpu", "tinynet.bench"],
     package_dir={"tinynet": "tinynet", "tinynet.kernels": "kernels", "tinynet.bench": "bench"},
     package_data={"tinynet.kernels": ["cuda/*.cu", "cuda/*.cuh"], "tinynet.bench": ["*.sh"]},
 )

@@ -45,8 +45,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinynet")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, backends usable here and why not, devices")
-    args = parser.parse_args(argv)
-    return {"info": _info}[args.command](args)
+    compile_parser = commands.add_parser(
+        "compile", help="compile every GPU kernel for an architecture, no GPU needed")
+    compile_parser.add_argument("--arch", default="sm_90")
+    compile_parser.add_argument("--json", action="store_true", help="print a JSON list")
+    commands.add_parser("bench", add_help=False,
+                        help="benchmarks side by side (python -m tinynet bench --help)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from tinynet.bench.run import main as bench_main
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"info": _info, "compile": _compile}[args.command](args)
+
+
+def _compile(args):
+    from tinynet._compile import main
+    return main(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Numba CPU kernels (@njit), one module per op, for the numba-cpu backend."""

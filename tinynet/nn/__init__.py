@@ -1,0 +1,1 @@
+"""tinynet.nn: layers, models and training on top of tinynet.ops."""
