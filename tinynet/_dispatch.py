@@ -14,6 +14,8 @@ import importlib
 import os
 import threading
 
+import numpy as np
+
 _MODULES = {
     "numpy": "tinynet.backends.numpy_ref",
     "numba-cpu": "tinynet.backends.numba_cpu",
@@ -117,27 +119,27 @@ def use_backend(name):
         _context_default.reset(token)
 
 
-def _auto(first_array):
+def _auto(op, first_array):
     """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
-    if hasattr(first_array, "__cuda_array_interface__"):
-        for name in ("cupy", "numba-cuda"):
-            _try_load(name)
-            if name in _loaded:
-                return _loaded[name]
-        raise RuntimeError("backend='auto' got a GPU array but no GPU backend is usable: "
-                           + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
-    return module("numpy")
+    if type(first_array) is np.ndarray or not hasattr(first_array, "__cuda_array_interface__"):
+        return module("numpy")
+    for name in ("cupy", "numba-cuda"):
+        _try_load(name)
+        if name in _loaded:
+            return _loaded[name]
+    raise RuntimeError("backend='auto' got a GPU array but no GPU backend is usable: "
+                       + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
 
 
-def resolve(backend, first_array):
-    """The backend module for one call: `backend` if given, else the current default."""
+def resolve(backend, op, first_array):
+    """The backend module for one call of `op`: `backend` if given, else the default."""
     name = backend if backend is not None else get_backend()
     found = _loaded.get(name)
     if found is not None:
         return found
     if name == "auto":
-        return _auto(first_array)
+        return _auto(op, first_array)
     if name not in KNOWN:
         source = "TINYNET_BACKEND" if backend is None and name == _global_default else "backend"
         raise ValueError(f"{source}={name!r} is not a tinynet backend; known backends: "

@@ -10,7 +10,9 @@ import numpy as np
 from tinynet._activations import canonical
 from tinynet._dispatch import resolve
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_FLOATS = (_F32, _F64)
 
 
 class Context:
@@ -22,7 +24,7 @@ class Context:
         self.op = op
         self.backend = backend
         self.saved = saved
-        self.grad_shapes = grad_shapes   # {output name: shape} of the gradients backward takes
+        self.grad_shapes = grad_shapes   # shapes of the gradients backward takes, in order
         self.dtype = dtype
 
     def __repr__(self):
@@ -71,6 +73,8 @@ def _expect(op, name, a, expected, symbols, fix=""):
 
 
 def _forget_bias(op, value):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                         np.floating)):
         _fail(op, f"forget_bias must be a real number, got {value!r} of type "
@@ -96,12 +100,14 @@ def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
     return hidden
 
 
-def _gradient(op, ctx, backend, name, g):
+def _gradient(op, ctx, backend, index, name, g):
     if g is None:
         return None
     g = backend.asarray(g)
-    expected = ctx.grad_shapes[name]
+    expected = tuple(ctx.grad_shapes[index])
     dtype = getattr(g, "dtype", None)
+    if dtype is ctx.dtype and g.shape == expected:
+        return g
     if dtype != ctx.dtype:
         _fail(op, f"{name} must be {ctx.dtype} like the forward's output, got {dtype}")
     if tuple(g.shape) != expected:
@@ -119,54 +125,70 @@ def _context(op, ctx, kind):
 
 # --- dense ---------------------------------------------------------------------------
 
-def dense(x, w, b=None, activation="linear", *, backend=None):
-    """y = act(x @ w + b): x (batch, in), w (in, out), b (out,) or None -> y, ctx."""
-    op = "dense"
-    be = resolve(backend, x)
-    x = be.asarray(x)
-    w = be.asarray(w)
-    if b is not None:
-        b = be.asarray(b)
-    act = canonical(activation, "activation", op)
+def _check_dense(op, x, w, b):
+    """The detailed checks, run when the fast test in dense() fails: each raises with the fix."""
     dtype = _float_dtype(op, "x", x)
     _same_dtype(op, dtype, "x", (("w", w), ("b", b)))
     if x.ndim != 2:
         fix = ("for one sample use x[None, :]" if x.ndim == 1 else
                "to apply it at every step use x.reshape(-1, x.shape[-1])" if x.ndim == 3 else "")
         _ndim(op, "x", x, 2, "(batch, in)", fix)
-    batch, n_in = x.shape
+    n_in = x.shape[1]
     _ndim(op, "w", w, 2, "(in, out)")
     if w.shape[0] != n_in:
         fix = ("w looks transposed (weights are stored (in, out)): use w.T"
                if w.shape[1] == n_in else "the number of inputs is fixed by the data")
         _fail(op, f"w must be (in, out) with in = {n_in} to match x {_shape(x.shape)}, got "
                   f"{_shape(w.shape)}: {fix}")
-    n_out = w.shape[1]
     if b is not None:
+        n_out = w.shape[1]
         _expect(op, "b", b, (n_out,), "(out,)", "use b.reshape(-1)" if b.size == n_out else "")
+
+
+def dense(x, w, b=None, activation="linear", *, backend=None):
+    """y = act(x @ w + b): x (batch, in), w (in, out), b (out,) or None -> y, ctx."""
+    be = resolve(backend, "dense", x)
+    x = be.asarray(x)
+    w = be.asarray(w)
+    if b is not None:
+        b = be.asarray(b)
+    act = canonical(activation, "activation", "dense")
+    dtype = x.dtype
+    # One cheap test of everything (dtype objects of float32/float64 are singletons); the
+    # detailed checks run only when it fails, to say exactly what is wrong.
+    if not ((dtype is _F32 or dtype is _F64) and w.dtype is dtype and x.ndim == 2
+            and w.ndim == 2 and w.shape[0] == x.shape[1]
+            and (b is None or (b.dtype is dtype and b.shape == (w.shape[1],)))):
+        _check_dense("dense", x, w, b)
     y, saved = be.dense_forward(x, w, b, act)
-    return y, Context(op, be, saved, {"dy": (batch, n_out)}, dtype)
+    return y, Context("dense", be, saved, ((x.shape[0], w.shape[1]),), dtype)
 
 
 def dense_backward(ctx, dy):
     """dx, dw, db (db is None when the forward had no bias)."""
     op = "dense_backward"
     be = _context(op, ctx, "dense")
-    return be.dense_backward(ctx.saved, _gradient(op, ctx, be, "dy", dy))
+    return be.dense_backward(ctx.saved, _gradient(op, ctx, be, 0, "dy", dy))
 
 
 # --- LSTM cell -----------------------------------------------------------------------
 
-def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
-              forget_bias=0.0, *, backend=None):
-    """One LSTM step: h1, c1, ctx. Gates z = x @ w_ih + h @ w_hh + b, blocks i, f, g, o."""
-    op = "lstm_cell"
-    be = resolve(backend, x)
-    x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
-    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    act = canonical(activation, "activation", op)
-    rec = canonical(recurrent_activation, "recurrent_activation", op)
-    forget_bias = _forget_bias(op, forget_bias)
+def _lstm_fast_ok(x, states, w_ih, w_hh, b, n_in_axis):
+    """One cheap test that all LSTM arguments are right (see dense() for the idea)."""
+    dtype = x.dtype
+    if not ((dtype is _F32 or dtype is _F64) and w_ih.dtype is dtype and w_hh.dtype is dtype
+            and b.dtype is dtype and w_ih.ndim == 2 and w_hh.ndim == 2 and b.ndim == 1):
+        return False
+    hidden = w_hh.shape[0]
+    gates = 4 * hidden
+    if not (w_hh.shape[1] == gates and w_ih.shape[1] == gates and b.shape[0] == gates
+            and w_ih.shape[0] == x.shape[n_in_axis]):
+        return False
+    state_shape = (x.shape[0], hidden)
+    return all(s is None or (s.dtype is dtype and s.shape == state_shape) for s in states)
+
+
+def _check_lstm_cell(op, x, h, c, w_ih, w_hh, b):
     dtype = _float_dtype(op, "x", x)
     _same_dtype(op, dtype, "x", (("h", h), ("c", c), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
     _ndim(op, "x", x, 2, "(batch, in)",
@@ -176,33 +198,35 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
     hidden = _check_lstm_weights(op, n_in, w_ih, w_hh, b)
     _expect(op, "h", h, (batch, hidden), "(batch, H)")
     _expect(op, "c", c, (batch, hidden), "(batch, H)")
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
+              forget_bias=0.0, *, backend=None):
+    """One LSTM step: h1, c1, ctx. Gates z = x @ w_ih + h @ w_hh + b, blocks i, f, g, o."""
+    op = "lstm_cell"
+    be = resolve(backend, op, x)
+    x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
+    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
+    act = canonical(activation, "activation", op)
+    rec = canonical(recurrent_activation, "recurrent_activation", op)
+    forget_bias = _forget_bias(op, forget_bias)
+    if not (x.ndim == 2 and _lstm_fast_ok(x, (h, c), w_ih, w_hh, b, 1)):
+        _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
     h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
-    shapes = {"dh1": (batch, hidden), "dc1": (batch, hidden)}
-    return h1, c1, Context("lstm_cell", be, saved, shapes, dtype)
+    return h1, c1, Context(op, be, saved, (h.shape, h.shape), x.dtype)
 
 
 def lstm_cell_backward(ctx, dh1, dc1=None):
     """dx, dh, dc, dw_ih, dw_hh, db."""
     op = "lstm_cell_backward"
     be = _context(op, ctx, "lstm_cell")
-    return be.lstm_cell_backward(ctx.saved, _gradient(op, ctx, be, "dh1", dh1),
-                                 _gradient(op, ctx, be, "dc1", dc1))
+    return be.lstm_cell_backward(ctx.saved, _gradient(op, ctx, be, 0, "dh1", dh1),
+                                 _gradient(op, ctx, be, 1, "dc1", dc1))
 
 
 # --- LSTM over a sequence ------------------------------------------------------------
 
-def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
-         forget_bias=0.0, *, backend=None):
-    """The whole sequence: hs (batch, steps, H), hT, cT, ctx. h0/c0 None means zeros."""
-    op = "lstm"
-    be = resolve(backend, xs)
-    xs = be.asarray(xs)
-    h0 = None if h0 is None else be.asarray(h0)
-    c0 = None if c0 is None else be.asarray(c0)
-    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    act = canonical(activation, "activation", op)
-    rec = canonical(recurrent_activation, "recurrent_activation", op)
-    forget_bias = _forget_bias(op, forget_bias)
+def _check_lstm(op, xs, h0, c0, w_ih, w_hh, b):
     dtype = _float_dtype(op, "xs", xs)
     _same_dtype(op, dtype, "xs",
                 (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
@@ -220,15 +244,31 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
         _expect(op, "h0", h0, (batch, hidden), "(batch, H)", "or pass None for zeros")
     if c0 is not None:
         _expect(op, "c0", c0, (batch, hidden), "(batch, H)", "or pass None for zeros")
+
+
+def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
+         forget_bias=0.0, *, backend=None):
+    """The whole sequence: hs (batch, steps, H), hT, cT, ctx. h0/c0 None means zeros."""
+    op = "lstm"
+    be = resolve(backend, op, xs)
+    xs = be.asarray(xs)
+    h0 = None if h0 is None else be.asarray(h0)
+    c0 = None if c0 is None else be.asarray(c0)
+    w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
+    act = canonical(activation, "activation", op)
+    rec = canonical(recurrent_activation, "recurrent_activation", op)
+    forget_bias = _forget_bias(op, forget_bias)
+    if not (xs.ndim == 3 and _lstm_fast_ok(xs, (h0, c0), w_ih, w_hh, b, 2)):
+        _check_lstm(op, xs, h0, c0, w_ih, w_hh, b)
     hs, hT, cT, saved = be.lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
-    shapes = {"dhs": (batch, steps, hidden), "dhT": (batch, hidden), "dcT": (batch, hidden)}
-    return hs, hT, cT, Context("lstm", be, saved, shapes, dtype)
+    state = (xs.shape[0], w_hh.shape[0])
+    return hs, hT, cT, Context(op, be, saved, (hs.shape, state, state), xs.dtype)
 
 
 def lstm_backward(ctx, dhs, dhT=None, dcT=None):
     """dxs, dh0, dc0, dw_ih, dw_hh, db (dh0/dc0 also when h0/c0 were None)."""
     op = "lstm_backward"
     be = _context(op, ctx, "lstm")
-    return be.lstm_backward(ctx.saved, _gradient(op, ctx, be, "dhs", dhs),
-                            _gradient(op, ctx, be, "dhT", dhT),
-                            _gradient(op, ctx, be, "dcT", dcT))
+    return be.lstm_backward(ctx.saved, _gradient(op, ctx, be, 0, "dhs", dhs),
+                            _gradient(op, ctx, be, 1, "dhT", dhT),
+                            _gradient(op, ctx, be, 2, "dcT", dcT))
