@@ -27,18 +27,29 @@ def _info(_args):
 def _devices():
     """CUDA devices as the driver reports them, or why there are none."""
     try:
-        from cuda.bindings import runtime
+        from cuda.bindings import driver
     except ImportError:
-        return ["none found (cuda-bindings not installed, so the driver was not asked)"]
-    error, count = runtime.cudaGetDeviceCount()
-    if error != runtime.cudaError_t.cudaSuccess:
-        return [f"none found ({runtime.cudaGetErrorString(error)[1].decode()})"]
+        return ["none found (cuda-bindings is not installed, so the driver was not asked)"]
+    try:
+        (error,) = driver.cuInit(0)
+    except Exception as missing:       # the driver library itself is absent
+        return [f"none found (no NVIDIA driver: {type(missing).__name__})"]
+    if error != driver.CUresult.CUDA_SUCCESS:
+        return [f"none found ({error.name})"]
+    _, count = driver.cuDeviceGetCount()
     lines = []
     for index in range(count):
-        _, props = runtime.cudaGetDeviceProperties(index)
-        lines.append(f"cuda:{index} {props.name.decode()} sm_{props.major}{props.minor} "
-                     f"{props.totalGlobalMem / 2**30:.0f} GiB")
-    return lines or ["none found (0 CUDA devices)"]
+        _, device = driver.cuDeviceGet(index)
+        _, name = driver.cuDeviceGetName(64, device)
+        _, major = driver.cuDeviceGetAttribute(
+            driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
+        _, minor = driver.cuDeviceGetAttribute(
+            driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
+        _, memory = driver.cuDeviceTotalMem(device)
+        name = name.split(b"\0")[0].decode()
+        lines.append(f"cuda:{index} {name} sm_{major}{minor} "
+                     f"{memory / 2**30:.0f} GiB")
+    return lines or ["none found (the driver reports 0 CUDA devices)"]
 
 
 def main(argv=None):
