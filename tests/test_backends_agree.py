@@ -131,11 +131,27 @@ def test_lstm_cell(rng, backend, dtype, activation, recurrent_activation):
 
 @pytest.mark.parametrize("backend", [backend_param(name) for name in BACKENDS])
 def test_memory_layout_does_not_matter(rng, backend):
-    """Fortran-ordered and strided inputs give the contiguous result."""
+    """Fortran-ordered, strided and read-only inputs give the contiguous result."""
     x, w, b, dy = dense_problem(rng, 9, 6, 5, np.float64)
     y_ref, _ = ops.dense(x, w, b, "tanh", backend="numpy")
     wide = np.zeros((9, 12))
     wide[:, ::2] = x
-    for variant in (np.asfortranarray(x), wide[:, ::2]):
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    for variant in (np.asfortranarray(x), wide[:, ::2], read_only):
         y, _ = ops.dense(variant, np.asfortranarray(w), b, "tanh", backend=backend)
-        assert_close("dense on a non-contiguous x", y, y_ref)
+        assert_close("dense on a non-contiguous or read-only x", y, y_ref)
+    inputs, grads = lstm_problem(rng, 3, 4, 2, 5, np.float64)
+    *out_ref, ctx_ref = ops.lstm(*inputs, backend="numpy")
+    frozen = []
+    for a in inputs:
+        a = np.asfortranarray(a)
+        a.flags.writeable = False
+        frozen.append(a)
+    *out, ctx = ops.lstm(*frozen, backend=backend)
+    for name, got, ref in zip(("hs", "hT", "cT"), out, out_ref):
+        assert_close(f"lstm on Fortran-ordered read-only inputs: {name}", got, ref)
+    for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"),
+                              ops.lstm_backward(ctx, *grads),
+                              ops.lstm_backward(ctx_ref, *grads)):
+        assert_close(f"lstm backward after Fortran-ordered read-only inputs: {name}", got, ref)
