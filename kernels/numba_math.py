@@ -22,7 +22,7 @@ def _build(one):
         if code == 0:
             return z
         if code == 1:
-            return z if z > zero else zero
+            return zero if z < zero else z     # NaN stays NaN, as np.maximum
         if code == 2:
             # exp of -|z| only: never overflows
             if z >= zero:

@@ -123,6 +123,12 @@ def _auto(op, first_array):
     """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
     if type(first_array) is np.ndarray or not hasattr(first_array, "__cuda_array_interface__"):
+        # numba-cpu where its measured crossover table says it wins (numba_cpu.prefer)
+        if "numba-cpu" not in _loaded and "numba-cpu" not in _unusable:
+            _try_load("numba-cpu")
+        fast = _loaded.get("numba-cpu")
+        if fast is not None and fast.prefer(op, first_array):
+            return fast
         return module("numpy")
     for name in ("cupy", "numba-cuda"):
         _try_load(name)

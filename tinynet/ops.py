@@ -174,6 +174,7 @@ def dense_backward(ctx, dy):
 # --- LSTM cell -----------------------------------------------------------------------
 
 def _lstm_fast_ok(x, states, w_ih, w_hh, b, n_in_axis):
+    # states = (h, c); either may be None (zeros) in ops.lstm
     """One cheap test that all LSTM arguments are right (see dense() for the idea)."""
     dtype = x.dtype
     if not ((dtype is _F32 or dtype is _F64) and w_ih.dtype is dtype and w_hh.dtype is dtype
@@ -185,7 +186,9 @@ def _lstm_fast_ok(x, states, w_ih, w_hh, b, n_in_axis):
             and w_ih.shape[0] == x.shape[n_in_axis]):
         return False
     state_shape = (x.shape[0], hidden)
-    return all(s is None or (s.dtype is dtype and s.shape == state_shape) for s in states)
+    h, c = states
+    return ((h is None or (h.dtype is dtype and h.shape == state_shape))
+            and (c is None or (c.dtype is dtype and c.shape == state_shape)))
 
 
 def _check_lstm_cell(op, x, h, c, w_ih, w_hh, b):

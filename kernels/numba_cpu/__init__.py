@@ -1,1 +1,38 @@
-"""Numba CPU kernels (@njit), one module per op, for the numba-cpu backend."""
+"""Numba CPU kernels (@njit), one module per op, for the numba-cpu backend.
+
+Each kernel module holds plain Python functions and a `signatures(float_type)` that gives the
+one signature each is compiled for; tinynet/backends/numba_cpu.py compiles them per float type
+on first use (cache=True: on disk, so only a machine's first use pays the compile).
+
+Argument types: inputs are typed read-only C-contiguous arrays (a writable array converts to
+that type for free, so one compiled version takes both, and writing into an input is a
+compile error); outputs are writable C-contiguous arrays the caller allocated; activation
+codes (tinynet/_activations.py CODES) are int64 arguments, not specializations.
+
+Numba's disk cache checks only the stamp of the kernel's own file: after editing
+lstm_cell.py (whose gate math lstm.py inlines), kernels/numba_math.py, or FASTMATH below,
+delete kernels/numba_cpu/__pycache__ (or the NUMBA_CACHE_DIR in use). An installed release
+gets fresh stamps, so users never see a stale kernel.
+"""
+
+from numba import types
+
+# LLVM may reassociate sums (so dot products vectorize) and fuse multiply-adds; no flag that
+# assumes finite values, so NaN and Inf propagate as in NumPy. Results stay bit-identical
+# run to run on a machine. Measured on the float32 kernels alone (loops path, us per call,
+# without -> with): dense backward (32, 32, 32) 21.6 -> 3.8, (1, 128, 128) 12.7 -> 2.8;
+# lstm (batch 1, T=100, in 1, H=3) forward 24.2 -> 17.0, backward 10.7 -> 5.7;
+# (8, 50, 8, 8) forward 244 -> 156, backward 191 -> 79.
+FASTMATH = {"reassoc", "contract"}
+
+
+def array_types(float_type):
+    """(read-only input, writable output) array type makers for one float type."""
+
+    def read_only(ndim):
+        return types.Array(float_type, ndim, "C", readonly=True)
+
+    def writable(ndim):
+        return types.Array(float_type, ndim, "C")
+
+    return read_only, writable

@@ -1,0 +1,121 @@
+"""The whole-sequence LSTM on the CPU: forward over all steps in one compiled loop, and the
+backward (BPTT in reverse) in another, with the weight gradients accumulated inside it.
+
+Must match tinynet/backends/numpy_ref.py: lstm_forward, lstm_backward. The gate math of one
+step is kernels/numba_cpu/lstm_cell.py gates_forward / gates_backward.
+
+Shapes: xs (batch, steps, in), h0 and c0 (batch, H) (zeros stand for None), w_ih (in, 4H),
+w_hh (H, 4H), b (4H,), gate blocks i, f, g, o. hs and cs (batch, steps, H): h and c after
+each step; gates (batch, steps, 5H) = i, f, g, o, a(c) after each step: what the backward
+reads. Activation codes (act, rec): tinynet/_activations.py CODES.
+
+Batch rows are independent, so the loop runs row by row and, inside, step by step: one row's
+state and w_hh stay in cache. The recurrent product h @ w_hh is always in the loop. The input
+side is in the loop too (`projected` False) or, for large sizes, one BLAS GEMM over all steps
+done by NumPy (`projected` True): the forward then reads xs @ w_ih (batch, steps, 4H) instead
+of xs, and the backward writes dz (batch, steps, 4H) for dxs = dz @ w_ih.T and
+dw_ih = xs.T @ dz. tinynet/backends/numba_cpu.py picks by size.
+Single-threaded, sequential sums: results are bit-identical run to run.
+"""
+
+import numpy as np
+from numba import types
+
+from tinynet.kernels.numba_cpu import array_types
+from tinynet.kernels.numba_cpu.lstm_cell import gates_backward, gates_forward
+
+
+def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, hs, cs, gates, hT, cT):
+    # xs (batch, steps, in), or xs @ w_ih (batch, steps, 4H) when projected.
+    # Writes hs, cs (batch, steps, H), gates (batch, steps, 5H), hT, cT (batch, H).
+    batch, steps = xs.shape[0], xs.shape[1]
+    n_in, four_h = w_ih.shape
+    hidden = w_hh.shape[0]
+    z = np.empty(four_h, xs.dtype)          # one step's gate pre-activations, bias not added
+    for row in range(batch):
+        hT[row] = h0[row]
+        cT[row] = c0[row]
+        h = hT[row]                           # the state before step t
+        c = cT[row]
+        for t in range(steps):
+            if projected:
+                z[:] = xs[row, t]
+            else:
+                z[:] = 0
+                for k in range(n_in):
+                    x_k = xs[row, t, k]
+                    for j in range(four_h):
+                        z[j] += x_k * w_ih[k, j]
+            for k in range(hidden):
+                h_k = h[k]
+                for j in range(four_h):
+                    z[j] += h_k * w_hh[k, j]
+            gates_forward(z, b, c, act, rec, forget_bias, hs[row, t], cs[row, t], gates[row, t])
+            h = hs[row, t]
+            c = cs[row, t]
+        hT[row] = h
+        cT[row] = c
+
+
+def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec,
+             dxs, dh0, dc0, dw_ih, dw_hh, db):
+    # Gradients of hs (batch, steps, H), hT and cT (batch, H) -> dh0, dc0 (batch, H),
+    # dw_hh (H, 4H), db (4H,), and: dxs (batch, steps, in) and dw_ih (in, 4H) when not
+    # projected; when projected, dz (batch, steps, 4H) in dxs, dw_ih untouched.
+    batch, steps = xs.shape[0], xs.shape[1]
+    n_in, four_h = w_ih.shape
+    hidden = w_hh.shape[0]
+    zero = xs.dtype.type(0)
+    if not projected:
+        dw_ih[:, :] = 0
+    dw_hh[:, :] = 0
+    db[:] = 0
+    dz_step = np.empty(four_h, xs.dtype)
+    for row in range(batch):
+        dh = dh0[row]                         # gradient of h after step t, then before it
+        dc = dc0[row]
+        dh[:] = dhT[row]
+        dc[:] = dcT[row]
+        for t in range(steps - 1, -1, -1):
+            for u in range(hidden):
+                dh[u] += dhs[row, t, u]
+            if t > 0:
+                c_prev = cs[row, t - 1]
+                h_prev = hs[row, t - 1]
+            else:
+                c_prev = c0[row]
+                h_prev = h0[row]
+            dz = dxs[row, t] if projected else dz_step
+            gates_backward(gates[row, t], c_prev, dh, dc, act, rec, dz, dc)
+            for j in range(four_h):
+                db[j] += dz[j]
+            for k in range(hidden):
+                h_k = h_prev[k]
+                dh_k = zero
+                for j in range(four_h):
+                    dh_k += dz[j] * w_hh[k, j]
+                    dw_hh[k, j] += h_k * dz[j]
+                dh[k] = dh_k
+            if not projected:
+                for k in range(n_in):
+                    x_k = xs[row, t, k]
+                    dx_k = zero
+                    for j in range(four_h):
+                        dx_k += dz[j] * w_ih[k, j]
+                        dw_ih[k, j] += x_k * dz[j]
+                    dxs[row, t, k] = dx_k
+
+
+def signatures(float_type):
+    read_only, writable = array_types(float_type)
+    code = types.int64
+    return {
+        forward: types.void(read_only(3), types.boolean, read_only(2), read_only(2),
+                            read_only(2), read_only(2), read_only(1), code, code, float_type,
+                            writable(3), writable(3), writable(3), writable(2), writable(2)),
+        backward: types.void(read_only(3), types.boolean, read_only(2), read_only(2),
+                             read_only(2), read_only(2), read_only(3), read_only(3),
+                             read_only(3), read_only(3), read_only(2), read_only(2), code, code,
+                             writable(3), writable(2), writable(2), writable(2), writable(2),
+                             writable(1)),
+    }

@@ -1,0 +1,274 @@
+"""The numba-cpu backend beyond the cross-backend matrix of test_backends_agree.py: both size
+paths (tiny loops, BLAS) on each side of every threshold, determinism, memory layouts and
+read-only inputs, zero-size batches, NaN propagation, and that `import tinynet` leaves Numba
+alone."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinynet import ops
+from _compare import assert_close
+from _problems import dense_problem, lstm_problem
+from conftest import USABLE, WHY
+
+pytestmark = pytest.mark.skipif(not USABLE["numba-cpu"],
+                                reason=f"numba-cpu not usable: {WHY['numba-cpu']}")
+
+DTYPES = [np.float32, np.float64]
+LIMITS = ("DENSE_LOOPS_MAX_MACS", "CELL_LOOPS_MAX_MACS", "LSTM_LOOPS_MAX_MACS",
+          "LOOPS_MAX_ROWS")
+
+
+def backend_module():
+    from tinynet.backends import numba_cpu
+    return numba_cpu
+
+
+@pytest.fixture(params=["loops", "blas"])
+def path(request, monkeypatch):
+    """Force every op onto one of its two paths, whatever the size."""
+    module = backend_module()
+    loops = request.param == "loops"
+    for name in LIMITS:
+        monkeypatch.setattr(module, name, 1 << 62 if loops else -1)
+    monkeypatch.setattr(module, "LSTM_PROJECT_MIN_IN", 1 << 62 if loops else 0)
+    return request.param
+
+
+# --- the three ops through both backends ---------------------------------------------
+
+def run_dense(backend, problem, activation="sigmoid"):
+    x, w, b, dy = problem
+    y, ctx = ops.dense(x, w, b, activation, backend=backend)
+    return [y, *ops.dense_backward(ctx, dy)]
+
+
+def run_cell(backend, problem, activation="tanh", recurrent_activation="sigmoid"):
+    inputs, (dh1, _, dc1) = problem
+    h1, c1, ctx = ops.lstm_cell(*inputs, activation=activation,
+                                recurrent_activation=recurrent_activation, forget_bias=1.0,
+                                backend=backend)
+    return [h1, c1, *ops.lstm_cell_backward(ctx, dh1, dc1)]
+
+
+def run_lstm(backend, problem, activation="tanh", recurrent_activation="sigmoid"):
+    inputs, (dhs, dhT, dcT) = problem
+    hs, hT, cT, ctx = ops.lstm(*inputs, activation=activation,
+                               recurrent_activation=recurrent_activation, forget_bias=0.5,
+                               backend=backend)
+    return [hs, hT, cT, *ops.lstm_backward(ctx, dhs, dhT, dcT)]
+
+
+def assert_agree(case, got, ref, scale):
+    for index, (g, r) in enumerate(zip(got, ref)):
+        if r is None:
+            assert g is None, f"{case} output {index}: expected None"
+        else:
+            assert_close(f"{case} output {index}", g, r, scale=scale)
+
+
+# --- both paths, forced, and the default choice on each side of each threshold ----------
+
+def shapes_around(limit, fixed):
+    """Leading sizes n with n * fixed just at and just above `limit`: one on each side."""
+    below = max(limit // fixed, 1)
+    return sorted({below, below + 1})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_paths(rng, dtype, path):
+    for batch, n_in, n_out in [(1, 1, 1), (3, 17, 5), (33, 7, 19)]:
+        problem = dense_problem(rng, batch, n_in, n_out, dtype)
+        for activation in ("linear", "relu", "sigmoid", "tanh"):
+            for bias in (problem[2], None):
+                changed = (problem[0], problem[1], bias, problem[3])
+                assert_agree(f"dense {path} {activation} {(batch, n_in, n_out)} "
+                             f"bias={bias is not None}", run_dense("numba-cpu", changed,
+                                                                   activation),
+                             run_dense("numpy", changed, activation), np.sqrt(batch))
+
+
+class KernelSpy:
+    """Stands in for the backend's kernels of one dtype and records which ones are used."""
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+        self.used = set()
+
+    def __getattr__(self, name):
+        self.used.add(name)
+        return getattr(self.kernels, name)
+
+
+def test_default_thresholds_pick_each_path(rng, monkeypatch):
+    """Unforced, shapes just below and just above each threshold take the two paths, and
+    both agree with the reference."""
+    module = backend_module()
+    dtype = np.dtype(np.float32)
+
+    def run_spied(run, problem):
+        spy = KernelSpy(module._KERNELS[dtype])
+        monkeypatch.setitem(module._KERNELS, dtype, spy)
+        outputs = run("numba-cpu", problem)
+        monkeypatch.setitem(module._KERNELS, dtype, spy.kernels)
+        return outputs, spy.used
+
+    used = []
+    for batch in shapes_around(module.DENSE_LOOPS_MAX_MACS, 3 * 11):
+        problem = dense_problem(rng, batch, 3, 11, np.float32)
+        got, kernels = run_spied(run_dense, problem)
+        used.append("dense_forward_loops" in kernels)
+        assert_agree(f"dense batch={batch}", got, run_dense("numpy", problem), np.sqrt(batch))
+    assert used == [True, False], "dense: the threshold does not split the paths"
+
+    used = []
+    n_in, hidden = 2, 3
+    for batch in shapes_around(module.CELL_LOOPS_MAX_MACS, (n_in + hidden) * 4 * hidden):
+        problem = lstm_problem(rng, batch, None, n_in, hidden, np.float32)
+        got, kernels = run_spied(run_cell, problem)
+        used.append("cell_forward_loops" in kernels)
+        assert_agree(f"cell batch={batch}", got, run_cell("numpy", problem), np.sqrt(batch))
+    assert used == [True, False], "lstm_cell: the threshold does not split the paths"
+
+    used = []
+    steps, n_in = 4, module.LSTM_PROJECT_MIN_IN
+    for batch in shapes_around(module.LSTM_LOOPS_MAX_MACS, steps * n_in * 4 * hidden):
+        problem = lstm_problem(rng, batch, steps, n_in, hidden, np.float32)
+        *_, ctx = ops.lstm(*problem[0], backend="numba-cpu")
+        used.append(ctx.saved[-1])                      # projected: the BLAS input side
+        assert_agree(f"lstm batch={batch}", run_lstm("numba-cpu", problem),
+                     run_lstm("numpy", problem), np.sqrt(batch) * steps)
+    assert used == [False, True], "lstm: the threshold does not split the paths"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cell_and_lstm_paths(rng, dtype, path):
+    for batch, n_in, hidden in [(1, 1, 1), (3, 5, 2), (9, 4, 6)]:
+        problem = lstm_problem(rng, batch, None, n_in, hidden, dtype)
+        assert_agree(f"cell {path} {(batch, n_in, hidden)}", run_cell("numba-cpu", problem),
+                     run_cell("numpy", problem), np.sqrt(batch))
+        problem = lstm_problem(rng, batch, 6, n_in, hidden, dtype)
+        assert_agree(f"lstm {path} {(batch, 6, n_in, hidden)}", run_lstm("numba-cpu", problem),
+                     run_lstm("numpy", problem), np.sqrt(batch) * 6)
+
+
+# --- determinism ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_identical_run_to_run(rng, dtype, path):
+    problems = [(run_dense, dense_problem(rng, 37, 19, 23, dtype)),
+                (run_cell, lstm_problem(rng, 13, None, 7, 9, dtype)),
+                (run_lstm, lstm_problem(rng, 5, 11, 3, 6, dtype))]
+    for run, problem in problems:
+        first = run("numba-cpu", problem)
+        again = run("numba-cpu", problem)
+        for index, (a, b) in enumerate(zip(first, again)):
+            assert np.array_equal(a, b), f"{run.__name__} {path} output {index} changed"
+
+
+# --- memory layouts and read-only inputs ---------------------------------------------
+
+def variants(a):
+    """The same values as a Fortran-ordered, a strided and a read-only array."""
+    fortran = np.asfortranarray(a)
+    strided = np.repeat(a, 2, axis=-1)[..., ::2]
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    return {"fortran": fortran, "strided": strided, "read-only": read_only}
+
+
+def layout_cases(problem):
+    """For each variant kind, the problem with every array replaced by that variant."""
+    for kind in ("fortran", "strided", "read-only"):
+        yield kind, [None if a is None else variants(a)[kind] for a in problem]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layouts_and_read_only_inputs(rng, dtype, path):
+    x, w, b, dy = dense_problem(rng, 6, 5, 4, dtype)
+    ref = run_dense("numpy", (x, w, b, dy))
+    for kind, problem in layout_cases([x, w, b, dy]):
+        assert_agree(f"dense {path} {kind}", run_dense("numba-cpu", problem), ref, 1.0)
+
+    inputs, grads = lstm_problem(rng, 4, None, 3, 5, dtype)
+    ref = run_cell("numpy", (inputs, grads))
+    for kind, changed in layout_cases(list(inputs) + list(grads)):
+        problem = (changed[:6], changed[6:])
+        assert_agree(f"cell {path} {kind}", run_cell("numba-cpu", problem), ref, 2.0)
+
+    inputs, grads = lstm_problem(rng, 3, 4, 2, 5, dtype)
+    ref = run_lstm("numpy", (inputs, grads))
+    for kind, changed in layout_cases(list(inputs) + list(grads)):
+        problem = (changed[:6], changed[6:])
+        assert_agree(f"lstm {path} {kind}", run_lstm("numba-cpu", problem), ref, 8.0)
+
+
+# --- sizes of zero -------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_sizes(rng, dtype, path):
+    for batch, n_in, n_out in [(0, 3, 4), (5, 0, 4), (5, 3, 0)]:
+        problem = dense_problem(rng, batch, n_in, n_out, dtype)
+        got = run_dense("numba-cpu", problem)
+        ref = run_dense("numpy", problem)
+        assert_agree(f"dense {path} {(batch, n_in, n_out)}", got, ref, 1.0)
+    for batch, n_in, hidden in [(0, 3, 2), (2, 0, 3)]:
+        problem = lstm_problem(rng, batch, None, n_in, hidden, dtype)
+        assert_agree(f"cell {path} {(batch, n_in, hidden)}", run_cell("numba-cpu", problem),
+                     run_cell("numpy", problem), 1.0)
+    for batch, steps, n_in, hidden in [(0, 4, 3, 2), (2, 0, 3, 2), (2, 3, 0, 2)]:
+        problem = lstm_problem(rng, batch, steps, n_in, hidden, dtype)
+        assert_agree(f"lstm {path} {(batch, steps, n_in, hidden)}",
+                     run_lstm("numba-cpu", problem), run_lstm("numpy", problem), 4.0)
+
+
+# --- NaN and Inf propagate (the kernels are compiled with reassociation allowed) -----
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nan_and_inf_propagate_like_numpy(rng, path):
+    x, w, b, dy = dense_problem(rng, 4, 3, 5, np.float64)
+    x[1, 2] = np.nan
+    x[2, 0] = np.inf
+    ref = run_dense("numpy", (x, w, b, dy), "tanh")
+    got = run_dense("numba-cpu", (x, w, b, dy), "tanh")
+    for index, (g, r) in enumerate(zip(got, ref)):
+        assert np.array_equal(np.isnan(g), np.isnan(r)), f"dense output {index}: NaN pattern"
+    (xs, *rest), grads = lstm_problem(rng, 2, 5, 2, 3, np.float64)
+    xs[0, 2, 1] = np.nan
+    ref = run_lstm("numpy", ((xs, *rest), grads))
+    got = run_lstm("numba-cpu", ((xs, *rest), grads))
+    for index, (g, r) in enumerate(zip(got, ref)):
+        assert np.array_equal(np.isnan(g), np.isnan(r)), f"lstm output {index}: NaN pattern"
+
+
+# --- the module protocol -------------------------------------------------------------
+
+def test_asarray_refuses_gpu_arrays():
+    module = backend_module()
+
+    class DeviceArray:
+        __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False),
+                                    "version": 3}
+
+    with pytest.raises(ValueError, match="tinynet.to_numpy"):
+        module.asarray(DeviceArray())
+    a = np.ones(3, np.float32)
+    assert module.asarray(a) is a
+    assert module.unavailable_reason() is None
+
+
+def test_prefer_answers_for_every_forward_op(rng):
+    module = backend_module()
+    tiny = {"dense": np.ones((8, 3), np.float32), "lstm_cell": np.ones((1, 1), np.float32),
+            "lstm": np.ones((1, 100, 1), np.float32)}
+    for op, first_array in tiny.items():
+        assert module.prefer(op, first_array) is True, f"{op}: tiny sizes are numba-cpu's"
+
+
+def test_import_tinynet_does_not_import_numba():
+    code = "import tinynet, sys; assert 'numba' not in sys.modules, 'numba was imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,330 @@
+"""The numba-cpu backend: fused, compiled CPU kernels (kernels/numba_cpu, @njit).
+
+Same functions and results as the reference, tinynet/backends/numpy_ref.py. Arguments arrive
+validated by tinynet.ops, so the only work here is: make inputs C-contiguous where they are
+not (np.ascontiguousarray returns a contiguous array itself, ~0.05 us), allocate outputs,
+pick the tiny-size path (one compiled loop nest) or the BLAS path (NumPy GEMMs around a
+compiled epilogue/prologue) by size, and call the kernel.
+
+Kernels are compiled per float type on first use and cached on disk (numba cache=True: in
+kernels/numba_cpu/__pycache__, or, where that is read-only, Numba's user-wide cache
+directory, ~/.cache/numba; NUMBA_CACHE_DIR overrides both), so only a machine's first use
+pays the compile. Where no directory is writable, kernels compile without the cache, with a
+warning.
+BLAS is called from here through NumPy rather than np.dot inside @njit, which would make
+SciPy a dependency (Numba takes its BLAS from scipy.linalg.cython_blas).
+
+Importing this module imports Numba; `import tinynet` does not import it (the registry in
+tinynet/_dispatch.py imports backends on first use).
+"""
+
+import warnings
+
+import numba
+import numpy as np
+
+from tinynet._activations import CODES
+from tinynet.kernels.numba_cpu import FASTMATH
+from tinynet.kernels.numba_cpu import dense as dense_kernels
+from tinynet.kernels.numba_cpu import lstm as lstm_kernels
+from tinynet.kernels.numba_cpu import lstm_cell as cell_kernels
+
+NAME = "numba-cpu"
+IS_GPU = False
+
+
+def unavailable_reason():
+    return None     # usable wherever Numba imports; where it does not, importing this fails
+
+
+def asarray(a):
+    """Host arrays pass through; a device array is refused rather than copied silently."""
+    if type(a) is np.ndarray:
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        raise ValueError("the numba-cpu backend takes host arrays, got a GPU array of type "
+                         f"{type(a).__module__}.{type(a).__name__}: bring it back with "
+                         "tinynet.to_numpy(a), or use a GPU backend")
+    return np.asarray(a)
+
+
+def to_numpy(a):
+    return a
+
+
+# --- size crossovers: tiny loops below, BLAS above ---------------------------------------
+# Measured with `python bench/cpu_targets.py --crossover` (float32, forward + backward
+# through tinynet.ops, us per call, medians of interleaved rounds) on the 2-core dev machine
+# (AMD EPYC, OpenBLAS 0.3.31 via NumPy 2.4, Numba 0.68), OPENBLAS_NUM_THREADS=1 because the
+# machine was shared (load average up to 50): absolute numbers are noisy, the order is not.
+# MACs = multiply-adds of the op's GEMMs.
+#
+# dense (batch, in, out): loops | BLAS path
+#   (8, 3, 1) 8.4 | 13.7   (4, 32, 32) 13.3 | 26.5   (8, 32, 32) 15.8 | 20.1
+#   (32, 16, 16) 24.9 | 24.0   (64, 16, 16) 60.8 | 38.3   (256, 8, 8) 90.8 | 65.1
+#   (32, 32, 32) 48.3 | 38.3   (128, 64, 64) 507 | 167
+#   one or two rows (the GEMMs are matrix-vector products, where BLAS gains nothing):
+#   (1, 128, 128) 24.8 | 110   (1, 256, 256) 78 | 325   (1, 500, 500) 72 | 1149
+#   (2, 128, 128) 14.4 | 37.5, but (4, 128, 128) 48.6 | 33.7
+DENSE_LOOPS_MAX_MACS = 8192
+LOOPS_MAX_ROWS = 2            # at most this many rows: loops at any size (dense, cell)
+# lstm_cell (batch, in, H), MACs = batch * (in + H) * 4H: loops | BLAS path
+#   (4, 16, 16) 30.6 | 41.0   (16, 16, 16) 83.9 | 81.8   (1, 64, 64) 51 | 148
+#   (64, 16, 16) 264 | 201   (16, 32, 32) 117 | 62   (64, 32, 32) 526 | 459
+CELL_LOOPS_MAX_MACS = 32768
+# lstm (batch, steps, in, H): the input side in the loop | as one GEMM over all steps
+# (the recurrent part is the same loop in both); MACs = batch * steps * in * 4H
+#   (1, 100, 8, 8) 217 | 328   (8, 50, 8, 8) 757 | 659   (16, 50, 16, 16) 2981 | 2444
+#   (32, 50, 32, 16) 6992 | 5971, but with one input (256, 100, 1, 3) 32585 | 55866
+LSTM_LOOPS_MAX_MACS = 65536
+LSTM_PROJECT_MIN_IN = 8
+
+
+# --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
+# Time of numba-cpu / time of numpy, forward + backward through tinynet.ops, from the same
+# runs as the crossovers above:
+#   dense: 0.31 (8, 3, 1), 0.49 (16, 8, 8), 0.62 (32, 32, 32), 0.40 (64, 32, 32),
+#     1.09 (128, 64, 64), 0.60 (256, 64, 500): never clearly slower (above the loops, the
+#     same GEMMs as numpy with a fused epilogue), so always numba-cpu.
+#   lstm_cell (batch, in, H): 0.12-0.57 up to batch 16; (64, 16, 16) 1.03, (64, 32, 32)
+#     1.59, (256, 64, 64) 1.46: at large batches NumPy's vectorized exp/tanh over the whole
+#     gate array beat the compiled scalar ones.
+#   lstm (batch, steps, in, H): batch 1 0.01-0.04, (8, 50, 8, 8) 0.05, (16, 50, 16, 16) 0.44,
+#     (32, 50, 32, 16) 0.68, (256, 100, 1, 3) 0.68; but (16, 30, 64, 64) 1.77,
+#     (64, 30, 7, 33) 1.74, (64, 30, 32, 64) 1.67, (64, 20, 64, 128) 2.40: numpy wins once
+#     batch and H are both large (a two-core BLAS call per step, vectorized exp/tanh).
+# `prefer` sees only the first array (x or xs), so H is unknown: the cut is on the batch.
+AUTO_CELL_MAX_BATCH = 16
+AUTO_LSTM_MAX_BATCH = 8
+
+
+def prefer(op, first_array):
+    """Whether numba-cpu beats numpy for forward op `op` ("dense", "lstm_cell", "lstm") with
+    this first argument; the backward runs where the forward ran."""
+    if op == "dense":
+        return True
+    shape = getattr(first_array, "shape", None)
+    if not shape:
+        return True             # not an array yet or 0-D: ops reports the error either way
+    return shape[0] <= (AUTO_LSTM_MAX_BATCH if op == "lstm" else AUTO_CELL_MAX_BATCH)
+
+
+# --- compiled kernels, per float type -----------------------------------------------------
+
+_SOURCES = {
+    "dense_forward_loops": (dense_kernels, dense_kernels.forward_loops),
+    "dense_forward_epilogue": (dense_kernels, dense_kernels.forward_epilogue),
+    "dense_sigmoid_input": (dense_kernels, dense_kernels.sigmoid_input),
+    "dense_sigmoid_finish": (dense_kernels, dense_kernels.sigmoid_finish),
+    "dense_backward_loops": (dense_kernels, dense_kernels.backward_loops),
+    "dense_backward_prologue": (dense_kernels, dense_kernels.backward_prologue),
+    "cell_forward_loops": (cell_kernels, cell_kernels.forward_loops),
+    "cell_forward_gates": (cell_kernels, cell_kernels.forward_gates),
+    "cell_backward_loops": (cell_kernels, cell_kernels.backward_loops),
+    "cell_backward_gates": (cell_kernels, cell_kernels.backward_gates),
+    "lstm_forward": (lstm_kernels, lstm_kernels.forward),
+    "lstm_backward": (lstm_kernels, lstm_kernels.backward),
+}
+
+
+class _Kernels:
+    """The kernels of one float type, each compiled (or loaded from the disk cache) on first
+    use; after that, a plain attribute."""
+
+    def __init__(self, float_type):
+        self._float_type = float_type
+
+    def __getattr__(self, name):
+        if name not in _SOURCES:
+            raise AttributeError(name)
+        module, function = _SOURCES[name]
+        signature = module.signatures(self._float_type)[function]
+        try:
+            compiled = numba.njit([signature], cache=True, fastmath=FASTMATH)(function)
+        except RuntimeError as error:     # "cannot cache function ...: no locator available"
+            if "cannot cache" not in str(error):
+                raise
+            warnings.warn("tinynet numba-cpu: no writable directory for Numba's disk cache "
+                          "(beside the kernels, nor the user cache directory), so every "
+                          "process compiles its kernels again: set NUMBA_CACHE_DIR to a "
+                          "writable directory", RuntimeWarning, stacklevel=2)
+            compiled = numba.njit([signature], fastmath=FASTMATH)(function)
+        setattr(self, name, compiled)
+        return compiled
+
+
+_KERNELS = {np.dtype(np.float32): _Kernels(numba.float32),
+            np.dtype(np.float64): _Kernels(numba.float64)}
+
+
+def _read_only_empty(dtype):
+    a = np.empty(0, dtype)
+    a.flags.writeable = False
+    return a
+
+
+_NO_BIAS = {dtype: _read_only_empty(dtype) for dtype in _KERNELS}
+
+_contiguous = np.ascontiguousarray
+_SIGMOID = CODES["sigmoid"]
+_TANH = CODES["tanh"]
+
+
+# --- dense ---------------------------------------------------------------------------
+
+def _activate_in_place(kernels, z, bias, code):
+    """z (batch, out) = x @ w from BLAS becomes act(z + b), in place. Measured per element
+    on (256, 500), float32 (float64), ns: the fused compiled epilogue takes 0.06 (0.18) for
+    linear and relu, but 3.2 (7.5) for sigmoid and 12.6 (14.5) for tanh, because Numba calls
+    the scalar expf / tanhf per element (it vectorizes them only with Intel's SVML). z += b
+    then NumPy's vectorized np.tanh takes 0.52 (2.4); sigmoid as two compiled passes around
+    np.exp, 1.45 (2.6)."""
+    if code == _TANH:
+        if bias.shape[0]:
+            np.add(z, bias, out=z)
+        np.tanh(z, out=z)
+    elif code == _SIGMOID:
+        e = np.empty_like(z)
+        kernels.dense_sigmoid_input(z, bias, e)
+        np.exp(e, out=e)
+        kernels.dense_sigmoid_finish(z, e)
+    else:
+        kernels.dense_forward_epilogue(z, bias, code)
+
+
+def dense_forward(x, w, b, activation):
+    # x (batch, in), w (in, out), b (out,) or None -> y (batch, out)
+    x = _contiguous(x)
+    w = _contiguous(w)
+    dtype = x.dtype
+    kernels = _KERNELS[dtype]
+    bias = _NO_BIAS[dtype] if b is None else _contiguous(b)
+    code = CODES[activation]
+    batch = x.shape[0]
+    if batch <= LOOPS_MAX_ROWS or batch * w.size <= DENSE_LOOPS_MAX_MACS:
+        y = np.empty((batch, w.shape[1]), dtype)
+        kernels.dense_forward_loops(x, w, bias, code, y)
+    else:
+        y = x @ w
+        _activate_in_place(kernels, y, bias, code)
+    return y, (x, w, b is not None, code, y)
+
+
+def dense_backward(saved, dy):
+    x, w, has_bias, code, y = saved
+    dy = np.zeros_like(y) if dy is None else _contiguous(dy)
+    dtype = x.dtype
+    kernels = _KERNELS[dtype]
+    db = np.empty(w.shape[1], dtype)
+    batch = x.shape[0]
+    if batch <= LOOPS_MAX_ROWS or batch * w.size <= DENSE_LOOPS_MAX_MACS:
+        dx = np.empty(x.shape, dtype)
+        dw = np.empty(w.shape, dtype)
+        kernels.dense_backward_loops(x, w, y, dy, code, dx, dw, db)
+    else:
+        dz = np.empty(y.shape, dtype)
+        kernels.dense_backward_prologue(y, dy, code, dz, db)
+        dx = dz @ w.T
+        dw = x.T @ dz
+    return dx, dw, (db if has_bias else None)
+
+
+# --- LSTM cell -----------------------------------------------------------------------
+
+def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
+    # x (batch, in), h and c (batch, H), w_ih (in, 4H), w_hh (H, 4H), b (4H,)
+    x, h, c = _contiguous(x), _contiguous(h), _contiguous(c)
+    w_ih, w_hh, b = _contiguous(w_ih), _contiguous(w_hh), _contiguous(b)
+    dtype = x.dtype
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    batch, n_in = x.shape
+    hidden = h.shape[1]
+    h1 = np.empty((batch, hidden), dtype)
+    c1 = np.empty((batch, hidden), dtype)
+    gates = np.empty((batch, 5 * hidden), dtype)          # i, f, g, o, a(c1)
+    macs = batch * (n_in + hidden) * 4 * hidden
+    if batch <= LOOPS_MAX_ROWS or macs <= CELL_LOOPS_MAX_MACS:
+        _KERNELS[dtype].cell_forward_loops(x, h, c, w_ih, w_hh, b, act, rec, forget_bias,
+                                           h1, c1, gates)
+    else:
+        z = x @ w_ih
+        z += h @ w_hh
+        _KERNELS[dtype].cell_forward_gates(z, c, b, act, rec, forget_bias, h1, c1, gates)
+    return h1, c1, (x, h, c, w_ih, w_hh, gates, act, rec)
+
+
+def lstm_cell_backward(saved, dh1, dc1):
+    x, h, c, w_ih, w_hh, gates, act, rec = saved
+    dh1 = np.zeros_like(h) if dh1 is None else _contiguous(dh1)
+    dc1 = np.zeros_like(c) if dc1 is None else _contiguous(dc1)
+    dtype = x.dtype
+    batch, n_in = x.shape
+    hidden = h.shape[1]
+    dc = np.empty((batch, hidden), dtype)
+    db = np.empty(4 * hidden, dtype)
+    macs = batch * (n_in + hidden) * 4 * hidden
+    if batch <= LOOPS_MAX_ROWS or macs <= CELL_LOOPS_MAX_MACS:
+        dx = np.empty((batch, n_in), dtype)
+        dh = np.empty((batch, hidden), dtype)
+        dw_ih = np.empty((n_in, 4 * hidden), dtype)
+        dw_hh = np.empty((hidden, 4 * hidden), dtype)
+        _KERNELS[dtype].cell_backward_loops(x, h, c, w_ih, w_hh, gates, dh1, dc1, act, rec,
+                                            dx, dh, dc, dw_ih, dw_hh, db)
+        return dx, dh, dc, dw_ih, dw_hh, db
+    dz = np.empty((batch, 4 * hidden), dtype)
+    _KERNELS[dtype].cell_backward_gates(gates, c, dh1, dc1, act, rec, dz, dc, db)
+    return dz @ w_ih.T, dz @ w_hh.T, dc, x.T @ dz, h.T @ dz, db
+
+
+# --- LSTM over a whole sequence ------------------------------------------------------
+
+def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
+    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
+    xs = _contiguous(xs)
+    w_ih, w_hh, b = _contiguous(w_ih), _contiguous(w_hh), _contiguous(b)
+    dtype = xs.dtype
+    batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[0]
+    h0 = np.zeros((batch, hidden), dtype) if h0 is None else _contiguous(h0)
+    c0 = np.zeros((batch, hidden), dtype) if c0 is None else _contiguous(c0)
+    hs = np.empty((batch, steps, hidden), dtype)
+    cs = np.empty((batch, steps, hidden), dtype)
+    gates = np.empty((batch, steps, 5 * hidden), dtype)     # i, f, g, o, a(c) per step
+    hT = np.empty((batch, hidden), dtype)
+    cT = np.empty((batch, hidden), dtype)
+    projected = (n_in >= LSTM_PROJECT_MIN_IN
+                 and batch * steps * n_in * 4 * hidden > LSTM_LOOPS_MAX_MACS)
+    # xs @ w_ih (batch, steps, 4H) as one GEMM, or xs itself for the loop to project
+    inputs = ((xs.reshape(batch * steps, n_in) @ w_ih).reshape(batch, steps, 4 * hidden)
+              if projected else xs)
+    _KERNELS[dtype].lstm_forward(inputs, projected, h0, c0, w_ih, w_hh, b,
+                                 CODES[activation], CODES[recurrent_activation], forget_bias,
+                                 hs, cs, gates, hT, cT)
+    saved = (xs, h0, c0, w_ih, w_hh, hs, cs, gates, CODES[activation],
+             CODES[recurrent_activation], projected)
+    return hs, hT, cT, saved
+
+
+def lstm_backward(saved, dhs, dhT, dcT):
+    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec, projected = saved
+    dtype = xs.dtype
+    batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[0]
+    dhs = np.zeros_like(hs) if dhs is None else _contiguous(dhs)
+    dhT = np.zeros_like(h0) if dhT is None else _contiguous(dhT)
+    dcT = np.zeros_like(c0) if dcT is None else _contiguous(dcT)
+    dh0 = np.empty((batch, hidden), dtype)
+    dc0 = np.empty((batch, hidden), dtype)
+    dw_ih = np.empty((n_in, 4 * hidden), dtype)          # written by the loop unless projected
+    dw_hh = np.empty((hidden, 4 * hidden), dtype)
+    db = np.empty(4 * hidden, dtype)
+    # dxs, or, when projected, dz (batch, steps, 4H) for the BLAS GEMMs of the input side
+    dxs_or_dz = np.empty((batch, steps, 4 * hidden if projected else n_in), dtype)
+    _KERNELS[dtype].lstm_backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs,
+                                  dhT, dcT, act, rec, dxs_or_dz, dh0, dc0, dw_ih, dw_hh, db)
+    if not projected:
+        return dxs_or_dz, dh0, dc0, dw_ih, dw_hh, db
+    dz = dxs_or_dz.reshape(batch * steps, 4 * hidden)
+    dxs = (dz @ w_ih.T).reshape(batch, steps, n_in)
+    dw_ih = xs.reshape(batch * steps, n_in).T @ dz
+    return dxs, dh0, dc0, dw_ih, dw_hh, db
