@@ -1,0 +1,193 @@
+"""Losses (and the metrics fit reports), each the mean over every element of a batch.
+
+    mse                    mean((p - y)^2)
+    rmse                   sqrt(mse)
+    binary_crossentropy    -mean(y log p + (1 - y) log(1 - p)); from_logits=True takes the
+                           pre-sigmoid z and is exact for any z; from probabilities (a
+                           sigmoid output layer) p is clipped to [eps, 1 - eps] in the value,
+                           and the gradient is (p - y) / max(p (1 - p), eps), so the sigmoid's
+                           backward turns it into (p - y) with no 0 * inf
+    softmax_crossentropy   logits (batch, classes) against class ids (batch,) or
+                           probabilities (batch, classes)
+
+value_and_grad(pred, target) returns (loss as a Python float, d loss / d pred). Prediction
+and target must have the same shape (nothing is broadcast: a (64, 1) prediction against a
+(64,) target would silently become (64, 64)); a mismatch is a ValueError naming both shapes
+and the likely cause.
+"""
+
+import numpy as np
+
+from tinynet.nn._arrays import array_module, shape_text
+
+
+def check_shapes(name, pred, target):
+    """Prediction and target must have the same shape; say why they probably do not."""
+    p, t = tuple(pred.shape), tuple(target.shape)
+    if p == t:
+        if target.dtype != pred.dtype:
+            raise ValueError(f"{name} loss: the target is {target.dtype} but the prediction is "
+                             f"{pred.dtype}: convert it with y.astype(np.{pred.dtype}) "
+                             "(Model.fit/evaluate do this for you)")
+        return
+    message = f"{name} loss: prediction shape {shape_text(p)} and target shape {shape_text(t)} differ"
+    if len(p) == len(t) + 1 and p[-1] == 1 and p[:-1] == t:
+        fix = "the target has no last axis: use y.reshape(-1, 1) (or y[:, None]) so it is " \
+              f"{shape_text(p)} like the prediction"
+    elif len(t) == len(p) + 1 and t[-1] == 1 and t[:-1] == p:
+        fix = f"the target has an extra last axis: use y[..., 0] so it is {shape_text(p)}"
+    elif len(p) == len(t) and p and p[1:] == t[1:] and min(p[0], t[0]) > 0 \
+            and max(p[0], t[0]) % min(p[0], t[0]) == 0:
+        big, small = max(p[0], t[0]), min(p[0], t[0])
+        which = "prediction" if p[0] > t[0] else "target"
+        fix = (f"the {which} has {big} = {big // small} x {small} rows on the batch axis "
+               "(axis 0): a concatenation or reshape probably used the wrong axis. Joining "
+               f"{big // small} branches along axis 0 stacks their samples; join their "
+               "features instead with Concatenate(axis=-1) (or np.concatenate(..., axis=-1))")
+    elif len(p) == len(t) and p and p[0] == t[0]:
+        fix = (f"the batch sizes agree ({p[0]}) but the rest differs: make the model's last "
+               f"layer produce {shape_text(t[1:])} per sample, or reshape the target")
+    else:
+        fix = "check that the target belongs to this model's output"
+    raise ValueError(f"{message}: {fix}")
+
+
+class Loss:
+    name = "loss"
+
+    def __call__(self, pred, target):
+        return self.value_and_grad(pred, target)[0]
+
+    def __repr__(self):
+        return f"<{self.name} loss>"
+
+
+class MSE(Loss):
+    name = "mse"
+
+    def value_and_grad(self, pred, target):
+        check_shapes(self.name, pred, target)
+        diff = pred - target
+        n = max(diff.size, 1)
+        return float((diff * diff).sum()) / n, diff * (2.0 / n)
+
+
+class RMSE(Loss):
+    name = "rmse"
+
+    def value_and_grad(self, pred, target):
+        check_shapes(self.name, pred, target)
+        diff = pred - target
+        n = max(diff.size, 1)
+        value = float(np.sqrt(float((diff * diff).sum()) / n))
+        if value == 0.0:
+            return 0.0, diff * 0
+        return value, diff * (1.0 / (n * value))
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def value_and_grad(self, pred, target):
+        check_shapes(self.name, pred, target)
+        xp = array_module(pred)
+        n = max(pred.size, 1)
+        if self.from_logits:
+            z = pred
+            # log(1 + e^-|z|) + max(z, 0) - z y: never exponentiates a positive number
+            value = (xp.maximum(z, 0) - z * target + xp.log1p(xp.exp(-xp.abs(z)))).sum()
+            prob = 0.5 * (1 + xp.tanh(0.5 * z))                       # sigmoid(z), stable
+            return float(value) / n, (prob - target) * (1.0 / n)
+        eps = float(np.finfo(pred.dtype).eps)
+        p = xp.clip(pred, eps, 1 - eps)
+        value = -(target * xp.log(p) + (1 - target) * xp.log(1 - p)).sum()
+        spread = xp.maximum(pred * (1 - pred), eps)
+        return float(value) / n, (pred - target) / spread * (1.0 / n)
+
+
+class SoftmaxCrossentropy(Loss):
+    """Logits (batch, classes) against class ids (batch,) or probabilities (batch, classes)."""
+
+    name = "softmax_crossentropy"
+
+    def value_and_grad(self, logits, target):
+        xp = array_module(logits)
+        if logits.ndim != 2:
+            raise ValueError(f"{self.name} loss: logits must be (batch, classes), got "
+                             f"{shape_text(logits.shape)}")
+        batch, classes = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        log_prob = shifted - xp.log(total)                          # (batch, classes)
+        prob = exp / total
+        if target.dtype.kind in "iu":
+            if tuple(target.shape) != (batch,):
+                raise ValueError(f"{self.name} loss: class ids must be (batch,) = ({batch},) "
+                                 f"for logits {shape_text(logits.shape)}, got "
+                                 f"{shape_text(target.shape)}" +
+                                 (": use y.reshape(-1)" if target.size == batch else ""))
+            if batch and (int(target.min()) < 0 or int(target.max()) >= classes):
+                raise ValueError(f"{self.name} loss: class ids must be in [0, {classes}), got "
+                                 f"values from {int(target.min())} to {int(target.max())}")
+            rows = xp.arange(batch)
+            value = -float(log_prob[rows, target].sum())
+            grad = prob.copy()
+            grad[rows, target] -= 1
+        else:
+            check_shapes(self.name, logits, target)
+            value = -float((target * log_prob).sum())
+            grad = prob * target.sum(axis=1, keepdims=True) - target
+        return value / max(batch, 1), grad * (1.0 / max(batch, 1))
+
+
+_LOSSES = {"mse": MSE, "mean_squared_error": MSE, "rmse": RMSE,
+           "binary_crossentropy": BinaryCrossentropy,
+           "softmax_crossentropy": SoftmaxCrossentropy,
+           "categorical_crossentropy": SoftmaxCrossentropy,
+           "sparse_categorical_crossentropy": SoftmaxCrossentropy}
+
+
+def get(loss):
+    if isinstance(loss, Loss):
+        return loss
+    try:
+        return _LOSSES[loss]()
+    except (KeyError, TypeError):
+        raise ValueError(f"{loss!r} is not a loss; use one of "
+                         + ", ".join(repr(n) for n in _LOSSES) + " or a Loss object") from None
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+def _accuracy(loss):
+    if isinstance(loss, SoftmaxCrossentropy):
+        def accuracy(pred, target):
+            guess = pred.argmax(axis=1)
+            truth = target if target.dtype.kind in "iu" else target.argmax(axis=1)
+            return float((guess == truth).mean())
+        return accuracy
+    threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5
+
+    def accuracy(pred, target):
+        return float(((pred > threshold) == (target > 0.5)).mean())
+    return accuracy
+
+
+def _mae(pred, target):
+    return float(abs(pred - target).mean())
+
+
+def metric(name, loss):
+    """A function (pred, target) -> float: 'accuracy' (thresholded for binary losses,
+    argmax for softmax), 'mae', 'mse', 'rmse'."""
+    if name in ("accuracy", "acc"):
+        return _accuracy(loss)
+    if name == "mae":
+        return _mae
+    if name in ("mse", "rmse"):
+        return get(name)
+    raise ValueError(f"{name!r} is not a metric; use 'accuracy', 'mae', 'mse' or 'rmse'")
