@@ -53,7 +53,7 @@ def to_numpy(a):
 
 
 # --- size crossovers: tiny loops below, BLAS above ---------------------------------------
-# Measured with `python bench/cpu_targets.py --crossover` (float32, forward + backward
+# Measured with `python bench/numba_cpu_tuning.py --crossover` (float32, forward + backward
 # through tinynet.ops, us per call, medians of interleaved rounds) on the 2-core dev machine
 # (AMD EPYC, OpenBLAS 0.3.31 via NumPy 2.4, Numba 0.68), OPENBLAS_NUM_THREADS=1 because the
 # machine was shared (load average up to 50): absolute numbers are noisy, the order is not.
