@@ -213,3 +213,38 @@ def test_error_messages_name_the_op_first():
     with pytest.raises(ValueError) as info:
         ops.lstm_cell(np.ones(3, f32), None, None, None, None, None, backend="numpy")
     assert re.match(r"lstm_cell: ", str(info.value))
+
+
+def test_out_of_memory_names_the_op_and_the_sizes(monkeypatch):
+    from tinynet.backends import numpy_ref
+
+    def no_memory(*args):
+        raise MemoryError("Out of memory allocating 8,589,934,592 bytes")
+
+    monkeypatch.setattr(numpy_ref, "lstm_forward", no_memory)
+    args = lstm_args(batch=2, steps=3, n_in=4, hidden=5)
+    with pytest.raises(MemoryError, match=r"lstm on the numpy backend ran out of memory with "
+                                          r"xs \(2, 3, 4\) float32, w_ih \(4, 20\) float32"):
+        ops.lstm(*args, backend="numpy")
+
+    def other_failure(*args):
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    monkeypatch.setattr(numpy_ref, "lstm_forward", other_failure)
+    with pytest.raises(RuntimeError, match="ILLEGAL_ADDRESS"):
+        ops.lstm(*args, backend="numpy")
+
+
+def test_out_of_memory_in_a_backward_names_it(monkeypatch):
+    from tinynet.backends import numpy_ref
+
+    _, ctx = ops.dense(np.ones((4, 3), f32), np.ones((3, 2), f32), backend="numpy")
+
+    def no_memory(*args):
+        raise RuntimeError("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc results in "
+                           "CUDA_ERROR_OUT_OF_MEMORY")
+
+    monkeypatch.setattr(numpy_ref, "dense_backward", no_memory)
+    with pytest.raises(MemoryError, match=r"dense_backward on the numpy backend ran out of "
+                                          r"memory for output gradients of shape \(4, 2\)"):
+        ops.dense_backward(ctx, np.ones((4, 2), f32))

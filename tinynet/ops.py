@@ -116,6 +116,29 @@ def _gradient(op, ctx, backend, index, name, g):
     return g
 
 
+def _is_out_of_memory(error):
+    """CuPy raises a MemoryError subclass; Numba-CUDA a CudaAPIError naming the CUDA code."""
+    return isinstance(error, MemoryError) or "OUT_OF_MEMORY" in str(error)
+
+
+def _out_of_memory(op, backend, error, arrays):
+    sizes = ", ".join(f"{name} {_shape(a.shape)} {a.dtype}" for name, a in arrays
+                      if a is not None)
+    raise MemoryError(f"{op} on the {backend.NAME} backend ran out of memory with {sizes}: "
+                      "use a smaller batch (or shorter sequences), or free memory held "
+                      "elsewhere") from error
+
+
+def _backward_failed(op, ctx, error):
+    """Re-raise a backward's error, naming the op and sizes when memory ran out."""
+    if not _is_out_of_memory(error):
+        raise error
+    shapes = ", ".join(_shape(shape) for shape in ctx.grad_shapes)
+    raise MemoryError(f"{op} on the {ctx.backend.NAME} backend ran out of memory for output "
+                      f"gradients of shape {shapes} ({ctx.dtype}): use a smaller batch (or "
+                      "shorter sequences), or free memory held elsewhere") from error
+
+
 def _context(op, ctx, kind):
     if not isinstance(ctx, Context) or ctx.op != kind:
         got = ctx.op if isinstance(ctx, Context) else type(ctx).__name__
@@ -160,7 +183,12 @@ def dense(x, w, b=None, activation="linear", *, backend=None):
             and w.ndim == 2 and w.shape[0] == x.shape[1]
             and (b is None or (b.dtype is dtype and b.shape == (w.shape[1],)))):
         _check_dense("dense", x, w, b)
-    y, saved = be.dense_forward(x, w, b, act)
+    try:
+        y, saved = be.dense_forward(x, w, b, act)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory("dense", be, error, (("x", x), ("w", w)))
     return y, Context("dense", be, saved, ((x.shape[0], w.shape[1]),), dtype)
 
 
@@ -168,7 +196,11 @@ def dense_backward(ctx, dy):
     """dx, dw, db (db is None when the forward had no bias)."""
     op = "dense_backward"
     be = _context(op, ctx, "dense")
-    return be.dense_backward(ctx.saved, _gradient(op, ctx, be, 0, "dy", dy))
+    dy = _gradient(op, ctx, be, 0, "dy", dy)
+    try:
+        return be.dense_backward(ctx.saved, dy)
+    except Exception as error:
+        _backward_failed(op, ctx, error)
 
 
 # --- LSTM cell -----------------------------------------------------------------------
@@ -215,7 +247,12 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
     forget_bias = _forget_bias(op, forget_bias)
     if not (x.ndim == 2 and _lstm_fast_ok(x, (h, c), w_ih, w_hh, b, 1)):
         _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
-    h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
+    try:
+        h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory(op, be, error, (("x", x), ("h", h), ("w_ih", w_ih), ("w_hh", w_hh)))
     return h1, c1, Context(op, be, saved, (h.shape, h.shape), x.dtype)
 
 
@@ -223,8 +260,12 @@ def lstm_cell_backward(ctx, dh1, dc1=None):
     """dx, dh, dc, dw_ih, dw_hh, db."""
     op = "lstm_cell_backward"
     be = _context(op, ctx, "lstm_cell")
-    return be.lstm_cell_backward(ctx.saved, _gradient(op, ctx, be, 0, "dh1", dh1),
-                                 _gradient(op, ctx, be, 1, "dc1", dc1))
+    dh1 = _gradient(op, ctx, be, 0, "dh1", dh1)
+    dc1 = _gradient(op, ctx, be, 1, "dc1", dc1)
+    try:
+        return be.lstm_cell_backward(ctx.saved, dh1, dc1)
+    except Exception as error:
+        _backward_failed(op, ctx, error)
 
 
 # --- LSTM over a sequence ------------------------------------------------------------
@@ -263,7 +304,12 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
     forget_bias = _forget_bias(op, forget_bias)
     if not (xs.ndim == 3 and _lstm_fast_ok(xs, (h0, c0), w_ih, w_hh, b, 2)):
         _check_lstm(op, xs, h0, c0, w_ih, w_hh, b)
-    hs, hT, cT, saved = be.lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
+    try:
+        hs, hT, cT, saved = be.lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory(op, be, error, (("xs", xs), ("w_ih", w_ih), ("w_hh", w_hh)))
     state = (xs.shape[0], w_hh.shape[0])
     return hs, hT, cT, Context(op, be, saved, (hs.shape, state, state), xs.dtype)
 
@@ -272,6 +318,10 @@ def lstm_backward(ctx, dhs, dhT=None, dcT=None):
     """dxs, dh0, dc0, dw_ih, dw_hh, db (dh0/dc0 also when h0/c0 were None)."""
     op = "lstm_backward"
     be = _context(op, ctx, "lstm")
-    return be.lstm_backward(ctx.saved, _gradient(op, ctx, be, 0, "dhs", dhs),
-                            _gradient(op, ctx, be, 1, "dhT", dhT),
-                            _gradient(op, ctx, be, 2, "dcT", dcT))
+    dhs = _gradient(op, ctx, be, 0, "dhs", dhs)
+    dhT = _gradient(op, ctx, be, 1, "dhT", dhT)
+    dcT = _gradient(op, ctx, be, 2, "dcT", dcT)
+    try:
+        return be.lstm_backward(ctx.saved, dhs, dhT, dcT)
+    except Exception as error:
+        _backward_failed(op, ctx, error)
