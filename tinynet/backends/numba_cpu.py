@@ -23,6 +23,7 @@ import warnings
 import numba
 import numpy as np
 
+from tinynet.backends import numpy_ref
 from tinynet._activations import CODES
 from tinynet.kernels.numba_cpu import FASTMATH
 from tinynet.kernels.numba_cpu import dense as dense_kernels
@@ -37,15 +38,7 @@ def unavailable_reason():
     return None     # usable wherever Numba imports; where it does not, importing this fails
 
 
-def asarray(a):
-    """Host arrays pass through; a device array is refused rather than copied silently."""
-    if type(a) is np.ndarray:
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        raise ValueError("the numba-cpu backend takes host arrays, got a GPU array of type "
-                         f"{type(a).__module__}.{type(a).__name__}: bring it back with "
-                         "tinynet.to_numpy(a), or use a GPU backend")
-    return np.asarray(a)
+asarray = numpy_ref.host_asarray(NAME)
 
 
 def to_numpy(a):

@@ -17,15 +17,21 @@ def unavailable_reason():
     return None
 
 
-def asarray(a):
-    """Inputs stay NumPy arrays; a device array is refused rather than copied silently."""
-    if type(a) is np.ndarray:
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        raise ValueError("the numpy backend takes host arrays, got a GPU array of type "
-                         f"{type(a).__module__}.{type(a).__name__}: bring it back with "
-                         "tinynet.to_numpy(a), or use a GPU backend")
-    return np.asarray(a)
+def host_asarray(backend_name):
+    """asarray for a host backend: NumPy arrays pass through, a device array is refused
+    rather than copied silently, anything else goes through np.asarray."""
+    def asarray(a):
+        if type(a) is np.ndarray:
+            return a
+        if hasattr(a, "__cuda_array_interface__"):
+            raise ValueError(f"the {backend_name} backend takes host arrays, got a GPU array of "
+                             f"type {type(a).__module__}.{type(a).__name__}: bring it back "
+                             "with tinynet.to_numpy(a), or use a GPU backend")
+        return np.asarray(a)
+    return asarray
+
+
+asarray = host_asarray(NAME)
 
 
 def to_numpy(a):
