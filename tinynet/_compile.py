@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(\w+)'")
-_REGISTERS = re.compile(r"Used (\d+) registers")
+_REGISTERS = re.compile(r"[Uu]sed (\d+) registers")   # ptxas: "Used", nvJitLink: "used"
 _SMEM = re.compile(r"(\d+) bytes smem")
 _STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores")
 

@@ -1,0 +1,291 @@
+"""The numba-cuda backend: every op as fused Numba-CUDA kernels (kernels/numba_cuda/).
+
+Arrays: on a GPU the device container is CuPy (kernels take CuPy arrays through
+__cuda_array_interface__). `asarray` copies NumPy inputs to the device and takes anything
+with __cuda_array_interface__ or a CUDA __dlpack__ without a copy; non-contiguous inputs
+get a C-contiguous copy, because every kernel is compiled for C-contiguous arrays.
+Under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) everything is NumPy and the same
+kernels run as Python on the CPU.
+
+Which kernels run (each kernel file's header says what it computes and how it launches):
+  dense      dense.dense_forward; backward dense.dense_backward_dx and
+             dense.dense_backward_dw (+ partials.sum_partials when the batch is split).
+  lstm       H <= lstm.max_hidden(dtype) (64 float32, 32 float64): one persistent launch
+             forward (lstm.lstm_forward); backward one launch (lstm.lstm_backward) +
+             partials.sum_partials when the batch spans more than one block.
+             Larger H, per step: lstm_cell.lstm_cell_forward; backward per step
+             lstm_cell.lstm_cell_backward_dz and the dh GEMM (dense_backward_dx), then
+             dxs, dw_ih, db, dw_hh as GEMMs over all steps (dense.py).
+  lstm_cell  a sequence of one step: the same kernels as lstm.
+Compiled kernels are cached per (kernel, dtype, H of the persistent kernels): the first
+call with a new dtype or H compiles, later calls only launch.
+"""
+
+import functools
+
+import numpy as np
+from numba import cuda, types
+
+from tinynet._activations import CODES
+from tinynet.kernels.numba_cuda import dense, lstm, lstm_cell, partials, tiles
+
+NAME = "numba-cuda"
+IS_GPU = True
+SIMULATED = bool(cuda.config.ENABLE_CUDASIM)
+
+if SIMULATED:
+    xp = np
+else:
+    try:
+        import cupy as xp
+    except ImportError:
+        xp = None
+
+
+def unavailable_reason():
+    if SIMULATED:
+        return None
+    if not cuda.is_available():
+        return "no CUDA GPU found (numba.cuda.is_available() is False)"
+    if xp is None:
+        return "cupy is not installed: pip install 'tinynet[gpu]'"
+    return None
+
+
+_DLPACK_CUDA = 2    # DLDeviceType kDLCUDA
+
+
+def asarray(a):
+    """A C-contiguous array of this backend (see the module docstring); dtypes unchanged."""
+    if SIMULATED:
+        if hasattr(a, "__cuda_array_interface__"):
+            raise ValueError("numba-cuda runs under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) "
+                             "and takes host arrays, got a GPU array of type "
+                             f"{type(a).__module__}.{type(a).__name__}: bring it back with "
+                             "tinynet.to_numpy(a)")
+        # A read-only view: _launch then tells the simulator not to copy it back.
+        view = np.asarray(a, order="C").view()
+        view.flags.writeable = False
+        return view
+    if isinstance(a, xp.ndarray):
+        return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+    if hasattr(a, "__cuda_array_interface__"):
+        return xp.asarray(a, order="C")
+    if (not isinstance(a, np.ndarray) and hasattr(a, "__dlpack__")
+            and hasattr(a, "__dlpack_device__") and a.__dlpack_device__()[0] == _DLPACK_CUDA):
+        return xp.asarray(xp.from_dlpack(a), order="C")
+    return xp.asarray(np.asarray(a, order="C"))
+
+
+def to_numpy(a):
+    return np.asarray(a) if SIMULATED else xp.asnumpy(a)
+
+
+# --- kernels: compiled once per (kernel, dtype, static parameters), then launched -----
+
+@functools.cache
+def _kernel(module, name, dtype, *static):
+    """The compiled kernel `name` of a kernels/numba_cuda module, for dtype (np.float32 or
+    np.float64) and the module's static parameters (H for the persistent LSTM)."""
+    source = getattr(module, f"{name}_source")(dtype, *static)
+    argtypes = getattr(module, f"{name}_argtypes")(dtype)
+    return cuda.jit(types.void(*argtypes))(source)
+
+
+def _launch(kernel, grid, block, *args):
+    if SIMULATED:
+        # The simulator copies every NumPy argument to its fake device and back after the
+        # launch; inputs (read-only views, see asarray) are only copied in.
+        args = [cuda.In(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                for a in args]
+    kernel[grid, block](*args)
+
+
+def _nothing(dtype, ndim):
+    """A placeholder for an array argument a kernel is told not to read (one element, so
+    that it has a real device pointer)."""
+    return xp.empty((1,) * ndim, dtype)
+
+
+def _sum_partials(partial):
+    """partial (parts, ...) -> its sum over the first axis, added in a fixed order."""
+    parts = partial.shape[0]
+    if parts == 1:
+        return partial[0]
+    total = xp.empty(partial.shape[1:], partial.dtype)
+    n = total.size
+    if n:
+        _launch(_kernel(partials, "sum_partials", partial.dtype.type),
+                partials.grid(n), partials.THREADS, partial.reshape(parts, n), total.reshape(n))
+    return total
+
+
+def _gradient_times_weights(dy, y, code, w):
+    """(dy * act'(y)) @ w.T: dy, y (batch, out), w (in, out) -> (batch, in)."""
+    batch, n_in = dy.shape[0], w.shape[0]
+    dx = xp.empty((batch, n_in), dy.dtype)
+    if batch and n_in:
+        _launch(_kernel(dense, "dense_backward_dx", dy.dtype.type), tiles.grid(batch, n_in),
+                tiles.BLOCK, dy, y, code, w, dx)
+    return dx
+
+
+def _features_times_gradient(a, has_bias, dy, y, code):
+    """[a.T @ dz ; dz.sum(0) if has_bias] with dz = dy * act'(y): a (batch, in), dy, y
+    (batch, out) -> (in + has_bias, out), summed over the batch in a fixed order."""
+    batch, n_in = a.shape
+    n_out = dy.shape[1]
+    n_rows = n_in + int(has_bias)
+    chunks, rows_per_chunk = dense.batch_split(batch, n_in, n_out)
+    partial = xp.empty((chunks, n_rows, n_out), a.dtype)
+    if n_rows and n_out:
+        _launch(_kernel(dense, "dense_backward_dw", a.dtype.type),
+                dense.dense_backward_dw_grid(n_in, n_out, chunks), tiles.BLOCK,
+                a, dy, y, code, has_bias, rows_per_chunk, partial)
+    return _sum_partials(partial)
+
+
+# --- dense ---------------------------------------------------------------------------
+
+def dense_forward(x, w, b, activation):
+    # x (batch, in), w (in, out), b (out,) or None -> y (batch, out)
+    batch = x.shape[0]
+    n_out = w.shape[1]
+    y = xp.empty((batch, n_out), x.dtype)
+    if batch and n_out:
+        _launch(_kernel(dense, "dense_forward", x.dtype.type), tiles.grid(batch, n_out),
+                tiles.BLOCK, x, w, _nothing(x.dtype, 1) if b is None else b, b is not None,
+                CODES[activation], y)
+    return y, (x, w, b is not None, activation, y)
+
+
+def dense_backward(saved, dy):
+    x, w, has_bias, activation, y = saved
+    if dy is None:
+        return (xp.zeros_like(x), xp.zeros_like(w),
+                xp.zeros(w.shape[1], w.dtype) if has_bias else None)
+    code = CODES[activation]
+    dx = _gradient_times_weights(dy, y, code, w)
+    dw_and_db = _features_times_gradient(x, has_bias, dy, y, code)    # (in + has_bias, out)
+    n_in = x.shape[1]
+    return dx, dw_and_db[:n_in], dw_and_db[n_in] if has_bias else None
+
+
+# --- LSTM: a cell is a sequence of one step --------------------------------------------
+
+def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
+    # x (batch, in), h and c (batch, H): the sequence (batch, 1, in) from h0 = h, c0 = c
+    _, h1, c1, saved = lstm_forward(x.reshape(x.shape[0], 1, x.shape[1]), h, c, w_ih, w_hh, b,
+                                    activation, recurrent_activation, forget_bias)
+    return h1, c1, saved
+
+
+def lstm_cell_backward(saved, dh1, dc1):
+    dxs, dh, dc, dw_ih, dw_hh, db = lstm_backward(saved, None, dh1, dc1)
+    return dxs.reshape(dxs.shape[0], dxs.shape[2]), dh, dc, dw_ih, dw_hh, db
+
+
+def _persistent(dtype, hidden):
+    return hidden <= lstm.max_hidden(dtype)
+
+
+def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
+    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
+    batch, steps, _ = xs.shape
+    hidden = w_hh.shape[0]
+    dtype = xs.dtype
+    h_start = xp.zeros((batch, hidden), dtype) if h0 is None else h0
+    c_start = xp.zeros((batch, hidden), dtype) if c0 is None else c0
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    forget_bias = dtype.type(forget_bias)
+    hs = xp.empty((batch, steps, hidden), dtype)
+    cs = xp.empty((batch, steps, hidden), dtype)
+    gates = xp.empty((batch, steps, 4 * hidden), dtype)     # activated i, f, g, o
+    if _persistent(dtype, hidden):
+        hT = xp.empty((batch, hidden), dtype)
+        cT = xp.empty((batch, hidden), dtype)
+        if batch and hidden:
+            _launch(_kernel(lstm, "lstm_forward", dtype.type, hidden), lstm.grid(batch),
+                    lstm.block_size(hidden), xs, h_start, c_start, w_ih, w_hh, b, act, rec,
+                    forget_bias, hs, cs, gates, hT, cT)
+    else:
+        kernel = _kernel(lstm_cell, "lstm_cell_forward", dtype.type)
+        for t in range(steps):
+            h_src, step_h = (h_start.reshape(batch, 1, hidden), 0) if t == 0 else (hs, t - 1)
+            c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
+            _launch(kernel, lstm_cell.lstm_cell_forward_grid(batch, hidden), tiles.BLOCK,
+                    xs, t, h_src, step_h, c_src, step_c, w_ih, w_hh, b, act, rec, forget_bias,
+                    hs, cs, gates, t)
+        hT = xp.ascontiguousarray(hs[:, steps - 1]) if steps else h_start.copy()
+        cT = xp.ascontiguousarray(cs[:, steps - 1]) if steps else c_start.copy()
+    saved = (xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec)
+    return hs, hT, cT, saved
+
+
+def lstm_backward(saved, dhs, dhT, dcT):
+    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[0]
+    dtype = xs.dtype
+    dh_last = xp.zeros((batch, hidden), dtype) if dhT is None else dhT
+    dc_last = xp.zeros((batch, hidden), dtype) if dcT is None else dcT
+    if _persistent(dtype, hidden):
+        dxs, dh0, dc0, dw_all = _persistent_backward(saved, dhs, dh_last, dc_last)
+    else:
+        dxs, dh0, dc0, dw_all = _stepwise_backward(saved, dhs, dh_last, dc_last)
+    # dw_all (in + H + 1, 4H): rows dw_ih, then dw_hh, then db
+    return (dxs, dh0, dc0, dw_all[:n_in], dw_all[n_in:n_in + hidden], dw_all[n_in + hidden])
+
+
+def _persistent_backward(saved, dhs, dh_last, dc_last):
+    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[0]
+    dtype = xs.dtype
+    n_features = n_in + hidden + 1
+    if not (batch and hidden):
+        return (xp.zeros(xs.shape, dtype), xp.zeros((batch, hidden), dtype),
+                xp.zeros((batch, hidden), dtype), xp.zeros((n_features, 4 * hidden), dtype))
+    (blocks,) = lstm.grid(batch)
+    dz_all = xp.empty((batch, steps, 4 * hidden), dtype)
+    dxs = xp.empty(xs.shape, dtype)
+    dh0 = xp.empty((batch, hidden), dtype)
+    dc0 = xp.empty((batch, hidden), dtype)
+    dw_partial = xp.empty((blocks, n_features, 4 * hidden), dtype)
+    _launch(_kernel(lstm, "lstm_backward", dtype.type, hidden), (blocks,),
+            lstm.block_size(hidden), xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec,
+            _nothing(dtype, 3) if dhs is None else dhs, dhs is not None, dh_last, dc_last,
+            dz_all, dxs, dh0, dc0, dw_partial)
+    return dxs, dh0, dc0, _sum_partials(dw_partial)
+
+
+def _stepwise_backward(saved, dhs, dh_last, dc_last):
+    """BPTT with one launch per step for the recurrence; everything that does not feed the
+    recurrence is one GEMM over all steps afterwards."""
+    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[0]
+    dtype = xs.dtype
+    dz_all = xp.empty((batch, steps, 4 * hidden), dtype)
+    dz_step = xp.empty((batch, 4 * hidden), dtype)
+    dh = dh_last.copy()            # replaced step by step: the gradient reaching h_t
+    dc = dc_last.copy()            # updated in place, step by step
+    if batch:
+        kernel = _kernel(lstm_cell, "lstm_cell_backward_dz", dtype.type)
+        for t in reversed(range(steps)):
+            c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
+            _launch(kernel, lstm_cell.lstm_cell_backward_dz_grid(batch, hidden),
+                    lstm_cell.THREADS, gates, cs, t, c_src, step_c, act, rec, dh,
+                    _nothing(dtype, 3) if dhs is None else dhs, dhs is not None, dc,
+                    dz_step, dz_all)
+            dh = _gradient_times_weights(dz_step, dz_step, CODES["linear"], w_hh)
+    dz_flat = dz_all.reshape(batch * steps, 4 * hidden)
+    linear = CODES["linear"]
+    dxs = _gradient_times_weights(dz_flat, dz_flat, linear, w_ih).reshape(batch, steps, n_in)
+    dw_ih_and_db = _features_times_gradient(xs.reshape(batch * steps, n_in), True, dz_flat,
+                                            dz_flat, linear)
+    h_prev = xp.concatenate([h_start.reshape(batch, 1, hidden), hs], axis=1)[:, :steps]
+    dw_hh = _features_times_gradient(xp.ascontiguousarray(h_prev).reshape(batch * steps, hidden),
+                                     False, dz_flat, dz_flat, linear)
+    dw_all = xp.concatenate([dw_ih_and_db[:n_in], dw_hh, dw_ih_and_db[n_in:]])
+    return dxs, dh, dc, dw_all
