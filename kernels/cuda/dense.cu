@@ -50,6 +50,18 @@ struct OutputGrad {
     }
 };
 
+// The forward's epilogue: y = act(z + b) for column n of the GEMM's sums z; b null: no bias.
+template <typename T>
+struct BiasActivation {
+    const T* b;
+    int activation;
+    __device__ __forceinline__ T operator()(int n, T sum) const
+    {
+        const T z = b ? sum + b[n] : sum;
+        return activate(activation, z);
+    }
+};
+
 constexpr int ROWS_TILE = 128;   // batch rows per block of the forward and dx kernels
 constexpr int COLS_TILE = 64;    // output columns per block of every GEMM here
 constexpr int DW_ROWS_TILE = 64; // rows of dw (inputs) per block of the dw kernel
@@ -61,28 +73,9 @@ __device__ __forceinline__ void dense_forward_fused(const T* __restrict__ x,
                                                     int batch, int n_in, int n_out, int activation)
 {
     __shared__ GemmTiles<T, ROWS_TILE, COLS_TILE> tiles;
-    constexpr int TM = ROWS_TILE / gemm::TY, TN = COLS_TILE / gemm::TX;
-    T acc[TM][TN] = {};
-    T unused[TN];
-    const int m0 = blockIdx.x * ROWS_TILE, n0 = blockIdx.y * COLS_TILE;
     // A = x (batch, in): rows are m.  B = w (in, out): rows are k.
-    gemm_tile<ROWS_TILE, COLS_TILE, false>(tiles, Matrix<T, false>{x, n_in},
-                                           Matrix<T, true>{w, n_out},
-                                           m0, batch, n0, n_out, 0, n_in, acc, unused);
-    const int tx = threadIdx.x % gemm::TX, ty = threadIdx.x / gemm::TX;
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
-        if (m >= batch) continue;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < n_out) {
-                const T z = b ? acc[i][j] + b[n] : acc[i][j];
-                y[(size_t)m * n_out + n] = activate(activation, z);
-            }
-        }
-    }
+    gemm_write_tile(tiles, Matrix<T, false>{x, n_in}, Matrix<T, true>{w, n_out}, batch, n_out,
+                    n_in, y, n_out, BiasActivation<T>{b, activation});
 }
 
 template <typename T>
@@ -91,25 +84,9 @@ __device__ __forceinline__ void dense_backward_dx(const T* __restrict__ dy, cons
                                                   int batch, int n_in, int n_out, int activation)
 {
     __shared__ GemmTiles<T, ROWS_TILE, COLS_TILE> tiles;
-    constexpr int TM = ROWS_TILE / gemm::TY, TN = COLS_TILE / gemm::TX;
-    T acc[TM][TN] = {};
-    T unused[TN];
-    const int m0 = blockIdx.x * ROWS_TILE, n0 = blockIdx.y * COLS_TILE;
     // A = dz (batch, out): rows are m, k runs over out.  B(k, n) = w[n][k]: rows of w are n.
-    gemm_tile<ROWS_TILE, COLS_TILE, false>(tiles, OutputGrad<T, false>{dy, y, n_out, activation},
-                                           Matrix<T, false>{w, n_out},
-                                           m0, batch, n0, n_in, 0, n_out, acc, unused);
-    const int tx = threadIdx.x % gemm::TX, ty = threadIdx.x / gemm::TX;
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
-        if (m >= batch) continue;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < n_in) dx[(size_t)m * n_in + n] = acc[i][j];
-        }
-    }
+    gemm_write_tile(tiles, OutputGrad<T, false>{dy, y, n_out, activation},
+                    Matrix<T, false>{w, n_out}, batch, n_in, n_out, dx, n_in);
 }
 
 // partials: (splits, in * out + (has_bias ? out : 0)); split s = blockIdx.z.
@@ -120,44 +97,11 @@ __device__ __forceinline__ void dense_backward_dw(const T* __restrict__ x, const
                                                   int has_bias, int split_rows)
 {
     __shared__ GemmTiles<T, DW_ROWS_TILE, COLS_TILE> tiles;
-    constexpr int TM = DW_ROWS_TILE / gemm::TY, TN = COLS_TILE / gemm::TX;
-    T acc[TM][TN] = {};
-    T column_sums[TN] = {};
-    const int m0 = blockIdx.x * DW_ROWS_TILE, n0 = blockIdx.y * COLS_TILE;
-    const int k_begin = blockIdx.z * split_rows;
-    const int k_end = min(batch, k_begin + split_rows);
     // A(m, k) = x[k][m]: rows of x are k.  B(k, n) = dz[k][n]: rows of dz are k.
-    const Matrix<T, true> x_t{x, n_in};
-    const OutputGrad<T, true> dz{dy, y, n_out, activation};
-    // The first row tile also sums dz's columns (db); the branch is uniform over the block.
-    const bool sums_db = has_bias && blockIdx.x == 0;
-    if (sums_db)
-        gemm_tile<DW_ROWS_TILE, COLS_TILE, true>(tiles, x_t, dz, m0, n_in, n0, n_out, k_begin,
-                                                 k_end, acc, column_sums);
-    else
-        gemm_tile<DW_ROWS_TILE, COLS_TILE, false>(tiles, x_t, dz, m0, n_in, n0, n_out, k_begin,
-                                                  k_end, acc, column_sums);
-    const size_t split_size = (size_t)n_in * n_out + (has_bias ? n_out : 0);
-    T* dw = partials + blockIdx.z * split_size;
-    const int tx = threadIdx.x % gemm::TX, ty = threadIdx.x / gemm::TX;
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
-        if (m >= n_in) continue;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < n_out) dw[(size_t)m * n_out + n] = acc[i][j];
-        }
-    }
-    if (sums_db && ty == 0) {   // every ty holds the same sums; one row of threads writes them
-        T* db = dw + (size_t)n_in * n_out;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < n_out) db[n] = column_sums[j];
-        }
-    }
+    // K = batch rows; db (with a bias) is the column sums of dz.
+    gemm_split_k_partial(tiles, Matrix<T, true>{x, n_in},
+                         OutputGrad<T, true>{dy, y, n_out, activation}, n_in, n_out, batch,
+                         split_rows, has_bias != 0, partials);
 }
 
 // y (rows, cols) = act(y + b) in place; b (cols,) or null.

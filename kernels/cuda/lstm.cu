@@ -40,6 +40,45 @@
 
 constexpr int MAX_THREADS = 512;
 
+// w_hh (H, 4H) into shared memory as Gates: weights[k * H + u] (BY_UNIT false, forward) or
+// weights[u * H + k] (BY_UNIT true, backward) = (w_hh[k][u], w_hh[k][H+u], w_hh[k][2H+u],
+// w_hh[k][3H+u]). All threads of the block take part; w_hh is read coalesced (Gates are 4
+// consecutive T: i, f, g, o). The caller synchronises before reading weights.
+template <bool BY_UNIT, typename T>
+__device__ __forceinline__ void stage_recurrent_weights(Gates<T>* weights,
+                                                        const T* __restrict__ w_hh, int hidden)
+{
+    const int threads = blockDim.y * hidden;
+    T* weights_flat = reinterpret_cast<T*>(weights);
+    for (int e = threadIdx.y * hidden + threadIdx.x; e < 4 * hidden * hidden; e += threads) {
+        const int k = e / (4 * hidden), column = e % (4 * hidden);
+        const int unit = column % hidden, gate = column / hidden;
+        const int at = BY_UNIT ? unit * hidden + k : k * hidden + unit;
+        weights_flat[at * 4 + gate] = w_hh[e];
+    }
+}
+
+// sum += a * w, gate by gate.
+template <typename T>
+__device__ __forceinline__ void add_scaled_gates(Gates<T>& sum, T a, const Gates<T>& w)
+{
+    sum.i += a * w.i;
+    sum.f += a * w.f;
+    sum.g += a * w.g;
+    sum.o += a * w.o;
+}
+
+// sum += d * w, gate by gate (element-wise).
+template <typename T>
+__device__ __forceinline__ void add_gate_products(Gates<T>& sum, const Gates<T>& d,
+                                                  const Gates<T>& w)
+{
+    sum.i += d.i * w.i;
+    sum.f += d.f * w.f;
+    sum.g += d.g * w.g;
+    sum.o += d.o * w.o;
+}
+
 // Forward. gates holds x_proj = xs @ w_ih + b on entry (batch, steps, 4H) and the gate
 // outputs i, f, g, o on exit: each thread reads its unit's four pre-activations of a step,
 // then overwrites them with the gate values (same thread, same elements).
@@ -59,12 +98,7 @@ __device__ __forceinline__ void lstm_forward_persistent(
     const int row = blockIdx.x * rows_per_block + slot;
     const bool active = row < batch;   // inactive threads still take part in every barrier
 
-    // w_hh (H, 4H), read coalesced; Gates are 4 consecutive T (i, f, g, o).
-    T* w_flat = reinterpret_cast<T*>(w_by_k);
-    for (int e = slot * hidden + u; e < 4 * hidden * hidden; e += rows_per_block * hidden) {
-        const int k = e / (4 * hidden), column = e % (4 * hidden);
-        w_flat[(k * hidden + column % hidden) * 4 + column / hidden] = w_hh[e];
-    }
+    stage_recurrent_weights<false>(w_by_k, w_hh, hidden);
     const size_t state = (size_t)row * hidden + u;   // (row, u) of a (batch, H) array
     T c = (active && c0) ? c0[state] : T(0);
     T h = (active && h0) ? h0[state] : T(0);
@@ -87,23 +121,10 @@ __device__ __forceinline__ void lstm_forward_persistent(
         for (; k + 1 < hidden; k += 2) {
             const T h_even = h_prev[k], h_odd = h_prev[k + 1];
             const Gates<T> w_even = w_by_k[k * hidden + u], w_odd = w_by_k[(k + 1) * hidden + u];
-            z.i += h_even * w_even.i;
-            z.f += h_even * w_even.f;
-            z.g += h_even * w_even.g;
-            z.o += h_even * w_even.o;
-            z_odd.i += h_odd * w_odd.i;
-            z_odd.f += h_odd * w_odd.f;
-            z_odd.g += h_odd * w_odd.g;
-            z_odd.o += h_odd * w_odd.o;
+            add_scaled_gates(z, h_even, w_even);
+            add_scaled_gates(z_odd, h_odd, w_odd);
         }
-        if (k < hidden) {
-            const T h_even = h_prev[k];
-            const Gates<T> w_even = w_by_k[k * hidden + u];
-            z.i += h_even * w_even.i;
-            z.f += h_even * w_even.f;
-            z.g += h_even * w_even.g;
-            z.o += h_even * w_even.o;
-        }
+        if (k < hidden) add_scaled_gates(z, h_prev[k], w_by_k[k * hidden + u]);
         z.i += z_odd.i;
         z.f += z_odd.f;
         z.g += z_odd.g;
@@ -147,12 +168,7 @@ __device__ __forceinline__ void lstm_backward_persistent(
     const int row = blockIdx.x * rows_per_block + slot;
     const bool active = row < batch;   // inactive threads still take part in every barrier
 
-    // w_hh (H, 4H), read coalesced; Gates are 4 consecutive T (i, f, g, o).
-    T* w_flat = reinterpret_cast<T*>(w_by_u);
-    for (int e = slot * hidden + u; e < 4 * hidden * hidden; e += rows_per_block * hidden) {
-        const int k = e / (4 * hidden), column = e % (4 * hidden);
-        w_flat[((column % hidden) * hidden + k) * 4 + column / hidden] = w_hh[e];
-    }
+    stage_recurrent_weights<true>(w_by_u, w_hh, hidden);
     const size_t state = (size_t)row * hidden + u;
     // dL/dh of the step being undone, from the later steps (and dh_last)
     T dh_next = (active && dh_last) ? dh_last[state] : T(0);
@@ -197,23 +213,10 @@ __device__ __forceinline__ void lstm_backward_persistent(
         for (; v + 1 < hidden; v += 2) {
             const Gates<T> d_even = dz_row[v], d_odd = dz_row[v + 1];
             const Gates<T> w_even = w_by_u[v * hidden + u], w_odd = w_by_u[(v + 1) * hidden + u];
-            sum_even.i += d_even.i * w_even.i;
-            sum_even.f += d_even.f * w_even.f;
-            sum_even.g += d_even.g * w_even.g;
-            sum_even.o += d_even.o * w_even.o;
-            sum_odd.i += d_odd.i * w_odd.i;
-            sum_odd.f += d_odd.f * w_odd.f;
-            sum_odd.g += d_odd.g * w_odd.g;
-            sum_odd.o += d_odd.o * w_odd.o;
+            add_gate_products(sum_even, d_even, w_even);
+            add_gate_products(sum_odd, d_odd, w_odd);
         }
-        if (v < hidden) {
-            const Gates<T> d_even = dz_row[v];
-            const Gates<T> w_even = w_by_u[v * hidden + u];
-            sum_even.i += d_even.i * w_even.i;
-            sum_even.f += d_even.f * w_even.f;
-            sum_even.g += d_even.g * w_even.g;
-            sum_even.o += d_even.o * w_even.o;
-        }
+        if (v < hidden) add_gate_products(sum_even, dz_row[v], w_by_u[v * hidden + u]);
         dh_next = ((sum_even.i + sum_odd.i) + (sum_even.f + sum_odd.f)) +
                   ((sum_even.g + sum_odd.g) + (sum_even.o + sum_odd.o));
     }

@@ -166,6 +166,8 @@ __device__ __forceinline__ void lstm_cell_backward_dxh(
     gemm_tile<CELL_ROWS_TILE, CELL_COLS_TILE, false>(
         tiles, Matrix<T, false>{dz, 4 * hidden}, StackedWeightRows<T>{w_ih, w_hh, n_in, hidden},
         m0, batch, n0, n_in + hidden, 0, 4 * hidden, acc, unused);
+    // Column n of [dx | dh] is dx[., n] for n < in, dh[., n - in] for in <= n < in + H. Written
+    // here rather than with store_tile, which has one output.
     const int tx = threadIdx.x % gemm::TX, ty = threadIdx.x / gemm::TX;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
@@ -190,45 +192,12 @@ __device__ __forceinline__ void lstm_cell_backward_dw(
     int rows, int steps, int n_in, int hidden, int split_rows)
 {
     __shared__ GemmTiles<T, CELL_ROWS_TILE, CELL_COLS_TILE> tiles;
-    constexpr int TM = CELL_ROWS_TILE / gemm::TY, TN = CELL_COLS_TILE / gemm::TX;
-    T acc[TM][TN] = {};
-    T column_sums[TN] = {};
+    // A(m, k) = [x | h_prev][k][m], B(k, n) = dz[k][n]: k runs over the rows; db is the
+    // column sums of dz.
     const int features = n_in + hidden, gate_columns = 4 * hidden;
-    const int m0 = blockIdx.x * CELL_ROWS_TILE, n0 = blockIdx.y * CELL_COLS_TILE;
-    const int k_begin = blockIdx.z * split_rows;
-    const int k_end = min(rows, k_begin + split_rows);
-    const InputsThenPreviousHidden<T> inputs{x, h0, hs, n_in, hidden, steps};
-    const Matrix<T, true> dz_rows{dz, gate_columns};
-    // The first row tile also sums dz's columns (db); the branch is uniform over the block.
-    const bool sums_db = blockIdx.x == 0;
-    if (sums_db)
-        gemm_tile<CELL_ROWS_TILE, CELL_COLS_TILE, true>(tiles, inputs, dz_rows, m0, features, n0,
-                                                        gate_columns, k_begin, k_end, acc,
-                                                        column_sums);
-    else
-        gemm_tile<CELL_ROWS_TILE, CELL_COLS_TILE, false>(tiles, inputs, dz_rows, m0, features, n0,
-                                                         gate_columns, k_begin, k_end, acc,
-                                                         column_sums);
-    T* dw = partials + blockIdx.z * (size_t)(features + 1) * gate_columns;
-    const int tx = threadIdx.x % gemm::TX, ty = threadIdx.x / gemm::TX;
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
-        if (m >= features) continue;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < gate_columns) dw[(size_t)m * gate_columns + n] = acc[i][j];
-        }
-    }
-    if (sums_db && ty == 0) {   // every ty holds the same sums; one row of threads writes them
-        T* db = dw + (size_t)features * gate_columns;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
-            if (n < gate_columns) db[n] = column_sums[j];
-        }
-    }
+    gemm_split_k_partial(tiles, InputsThenPreviousHidden<T>{x, h0, hs, n_in, hidden, steps},
+                         Matrix<T, true>{dz, gate_columns}, features, gate_columns, rows,
+                         split_rows, true, partials);
 }
 
 // zx, zh (batch, 4H); c (batch, H) or null (zeros); b (4H,).

@@ -1,4 +1,7 @@
-// The register-tiled GEMM main loop shared by the fused kernels of dense.cu and lstm_cell.cu.
+// The register-tiled GEMM shared by the fused kernels of dense.cu and lstm_cell.cu: the main
+// loop (gemm_tile), the write-out of a thread's outputs (store_tile), a block's whole tile of
+// C written out (gemm_write_tile), one split of the split-K weight-gradient pass
+// (gemm_split_k_partial) and the reduction of the splits (reduce_splits).
 //
 // One thread block of 256 threads computes one BM x BN tile of C = A @ B (plus, optionally,
 // the column sums of B over the same k range, which is how db is reduced in the dw pass).
@@ -167,6 +170,101 @@ __device__ __forceinline__ void gemm_tile(GemmTiles<T, BM, BN>& tiles,
         }
         // Barrier: every thread is done reading this slab before the next one overwrites it.
         __syncthreads();
+    }
+}
+
+// The sums of gemm_tile as they are: the epilogue of a plain product.
+struct NoEpilogue {
+    template <typename T>
+    __device__ __forceinline__ T operator()(int, T sum) const { return sum; }
+};
+
+// out[m * ld + n] = epilogue(n, acc[i][j]) for every output (m, n) of this thread inside the
+// matrix: m = m0 + ty * TM + i < m_end, n = n0 + tx * TN + j < n_end (the layout of
+// gemm_tile). out is a parameter, not held by a functor or lambda: that way it stays
+// __restrict__ and the compiler can still give the GEMM's operand loads the read-only path.
+template <int TM, int TN, typename T, typename Epilogue = NoEpilogue>
+__device__ __forceinline__ void store_tile(const T (&acc)[TM][TN], int m0, int m_end, int n0,
+                                           int n_end, T* __restrict__ out, int ld,
+                                           const Epilogue& epilogue = Epilogue())
+{
+    const int tx = threadIdx.x % gemm::TX;
+    const int ty = threadIdx.x / gemm::TX;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty * TM + i;
+        if (m >= m_end) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + tx * TN + j;
+            if (n < n_end) out[(size_t)m * ld + n] = epilogue(n, acc[i][j]);
+        }
+    }
+}
+
+// A whole GEMM pass over K for one block: the BM x BN tile (blockIdx.x, blockIdx.y) of
+// C = A @ B (M, N), written as out[m * ld + n] = epilogue(n, C[m][n]). Grid
+// (ceil(M / BM), ceil(N / BN)). Every thread of the block must call it (gemm_tile
+// synchronises the block).
+template <int BM, int BN, typename T, typename FetchA, typename FetchB,
+          typename Epilogue = NoEpilogue>
+__device__ __forceinline__ void gemm_write_tile(GemmTiles<T, BM, BN>& tiles,
+                                                const FetchA& fetch_a, const FetchB& fetch_b,
+                                                int m_total, int n_total, int k_total,
+                                                T* __restrict__ out, int ld,
+                                                const Epilogue& epilogue = Epilogue())
+{
+    constexpr int TM = BM / gemm::TY;
+    constexpr int TN = BN / gemm::TX;
+    T acc[TM][TN] = {};
+    T unused[TN];
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    gemm_tile<BM, BN, false>(tiles, fetch_a, fetch_b, m0, m_total, n0, n_total, 0, k_total, acc,
+                             unused);
+    store_tile(acc, m0, m_total, n0, n_total, out, ld, epilogue);
+}
+
+// One block's share of a split-K product C = A @ B (M, N), with K split into ranges of
+// split_k: the BM x BN tile (blockIdx.x, blockIdx.y) of split s = blockIdx.z, over k in
+// [s * split_k, min(K, (s + 1) * split_k)). With column_sums, also the column sums of B over
+// the same k (computed by the blocks of the first row tile only: the branch is uniform over
+// the block). This is the weight-gradient pass: dw = inputs.T @ dz and db = sum_rows dz.
+//   partials (splits, M * N + (column_sums ? N : 0)): partials[s] = [C (M, N) | sums (N,)],
+//   summed over s afterwards by reduce_splits. Grid (ceil(M / BM), ceil(N / BN), splits).
+// Every thread of the block must call it (gemm_tile synchronises the block).
+template <int BM, int BN, typename T, typename FetchA, typename FetchB>
+__device__ __forceinline__ void gemm_split_k_partial(GemmTiles<T, BM, BN>& tiles,
+                                                     const FetchA& fetch_a, const FetchB& fetch_b,
+                                                     int m_total, int n_total, int k_total,
+                                                     int split_k, bool column_sums,
+                                                     T* __restrict__ partials)
+{
+    constexpr int TM = BM / gemm::TY;
+    constexpr int TN = BN / gemm::TX;
+    T acc[TM][TN] = {};
+    T sums[TN] = {};
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int k_begin = blockIdx.z * split_k;
+    const int k_end = min(k_total, k_begin + split_k);
+    const bool block_sums = column_sums && blockIdx.x == 0;
+    if (block_sums)
+        gemm_tile<BM, BN, true>(tiles, fetch_a, fetch_b, m0, m_total, n0, n_total, k_begin,
+                                k_end, acc, sums);
+    else
+        gemm_tile<BM, BN, false>(tiles, fetch_a, fetch_b, m0, m_total, n0, n_total, k_begin,
+                                 k_end, acc, sums);
+    const size_t split_size = (size_t)m_total * n_total + (column_sums ? n_total : 0);
+    T* product = partials + blockIdx.z * split_size;
+    store_tile(acc, m0, m_total, n0, n_total, product, n_total);
+    // every ty holds the same sums; one row of threads (ty == 0) writes them
+    if (block_sums && threadIdx.x / gemm::TX == 0) {
+        T* product_sums = product + (size_t)m_total * n_total;
+        const int tx = threadIdx.x % gemm::TX;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + tx * TN + j;
+            if (n < n_total) product_sums[n] = sums[j];
+        }
     }
 }
 
