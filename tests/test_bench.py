@@ -30,7 +30,7 @@ def run_bench(*args, cwd=None):
     env = {k: v for k, v in os.environ.items() if k != "TINYNET_BACKEND"}
     env.update(TINYNET_BENCH_SMOKE="1", CUDA_VISIBLE_DEVICES="")    # no GPU, even on one
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=cwd or REPO, timeout=600)
+                          cwd=cwd or "/", timeout=600)   # outside the checkout: the installed tinynet
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,8 @@ def compiled():
     the simulator)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     done = subprocess.run([sys.executable, "-m", "tinynet", "compile", "--arch", "sm_90", "--json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd="/")
     try:
         rows = [row for row in json.loads(done.stdout) if row["family"] == "cupy"]
     except ValueError:
@@ -128,7 +129,7 @@ def test_without_cupy_the_backend_is_absent_with_a_reason():
               "from tinynet._dispatch import status\n"
               "print(dict((n, r) for n, _, r in status())['cupy'])\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd="/")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pip install" in done.stdout and "cupy" in done.stdout, done.stdout
 

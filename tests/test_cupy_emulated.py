@@ -33,7 +33,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATOR = ROOT / "tests" / "cuda_emulator"
-TESTS = ["tests/test_backends_agree.py", "tests/cuda_emulator/emulated_cupy_checks.py"]
+TESTS = [str(ROOT / "tests" / "test_backends_agree.py"),
+         str(EMULATOR / "emulated_cupy_checks.py")]
 # FUSED_MAX_WIDTH for every op: each op takes the path whatever its width
 PATHS = {"fused": 10**9, "cublas": -1}
 # 57 per path when written (29 + 28); far fewer means tests were lost on the way
@@ -89,7 +90,7 @@ def run_emulated(path):
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, str(PATHS[path]), "-q", "-p", "no:cacheprovider",
          *TESTS, "-k", "cupy"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd="/", env=env, capture_output=True, text=True, timeout=600)   # "/": import the installed tinynet
     summaries = SUMMARY.findall(done.stdout)
     counts = {outcome: int(n) for n, outcome in re.findall(r"(\d+) (\w+)", summaries[-1])} \
         if summaries else {}

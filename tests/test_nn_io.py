@@ -70,7 +70,7 @@ def test_killed_mid_save_leaves_previous_file(tmp_path, where):
     saved.save(path)
     script = KILLED_SAVE.format(tests=os.path.dirname(__file__), where=where, path=path)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)
     assert proc.returncode == -9, proc.stderr            # really killed inside save
     assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))   # it had started writing
     loaded = small_model(seed=5)

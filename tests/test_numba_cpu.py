@@ -270,5 +270,6 @@ def test_prefer_answers_for_every_forward_op(rng):
 
 def test_import_tinynet_does_not_import_numba():
     code = "import tinynet, sys; assert 'numba' not in sys.modules, 'numba was imported'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd="/")
     assert result.returncode == 0, result.stderr
