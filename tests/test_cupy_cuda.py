@@ -54,7 +54,8 @@ def compiled():
     """The cupy family's rows of the compile command, run on the real CUDA target (without
     the simulator)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, "-m", "tinynet", "compile", "--arch", "sm_90", "--json"],
+    done = subprocess.run([sys.executable, "-m", "tinynet", "compile", "--arch", "sm_90", "--json",
+                           "--family", "cupy"],
                           capture_output=True, text=True, env=env, timeout=600,
                           cwd="/")
     try:

@@ -199,8 +199,8 @@ def test_compile_for_sm_90_without_spills():
     """The real CUDA target, in a process without the simulator."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     done = subprocess.run([sys.executable, "-m", "tinynet", "compile", "--arch", "sm_90",
-                           "--json"], env=env, capture_output=True, text=True, timeout=600,
-                          cwd="/")
+                           "--json", "--family", "numba-cuda"], env=env, capture_output=True,
+                          text=True, timeout=600, cwd="/")
     try:
         rows = json.loads(done.stdout)
     except json.JSONDecodeError:

@@ -60,6 +60,8 @@ def main(argv=None):
         "compile", help="compile every GPU kernel for an architecture, no GPU needed")
     compile_parser.add_argument("--arch", default="sm_90")
     compile_parser.add_argument("--json", action="store_true", help="print a JSON list")
+    compile_parser.add_argument("--family", choices=("numba-cuda", "cupy"), action="append",
+                                help="only this kernel family (repeatable; default: both)")
     commands.add_parser("bench", add_help=False,
                         help="benchmarks side by side (python -m tinynet bench --help)")
     args, rest = parser.parse_known_args(argv)

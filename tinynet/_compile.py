@@ -1,6 +1,6 @@
 """Ahead-of-time compilation of every GPU kernel for a real architecture, without a GPU.
 
-    python -m tinynet compile --arch sm_90 [--json]
+    python -m tinynet compile --arch sm_90 [--json] [--family numba-cuda|cupy]
 
 numba-cuda: each kernel of kernels/numba_cuda (listed by its compile_targets()) goes
     through Numba's compile_ptx, then nvJitLink (-verbose) assembles the PTX for the
@@ -137,7 +137,7 @@ def main(args):
 
     if not re.fullmatch(r"sm_\d{2,3}", args.arch):
         raise SystemExit(f"--arch must look like sm_90, got {args.arch!r}")
-    rows = compile_all(args.arch)
+    rows = compile_all(args.arch, tuple(args.family or FAMILIES))
     failed = [row for row in rows if "error" in row]
     if args.json:
         print(json.dumps(rows, indent=1))
