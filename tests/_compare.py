@@ -29,3 +29,14 @@ def assert_close(name, got, ref, dtype=None, scale=1.0):
         raise AssertionError(f"{name}: {int(bad.sum())} of {bad.size} elements differ "
                              f"(rtol={rtol}, atol={atol}*{magnitude:.3g}); first:\n"
                              + "\n".join(lines))
+
+
+def assert_grads_close(case, names, grads, grads_ref, scale=1.0):
+    """Each gradient close to the reference's; where the reference is None (no bias), the
+    backend's must be None too."""
+    assert len(grads) == len(grads_ref) == len(names), f"{case}: {len(grads)} gradients"
+    for name, got, ref in zip(names, grads, grads_ref):
+        if ref is None:
+            assert got is None, f"{case} {name}: expected None, like the reference"
+        else:
+            assert_close(f"{case} {name}", got, ref, scale=scale)
