@@ -268,6 +268,24 @@ def test_prefer_answers_for_every_forward_op(rng):
         assert module.prefer(op, first_array) is True, f"{op}: tiny sizes are numba-cpu's"
 
 
+def test_prefer_follows_the_measured_lstm_table():
+    """At a large batch the LSTM goes to numba-cpu only while H is small (the table in
+    tinynet/backends/numba_cpu.py); auto routes by it."""
+    module = backend_module()
+    big = module.AUTO_LSTM_MAX_BATCH + 1
+    xs = np.ones((big, 5, 1), np.float32)
+    small_h, large_h = (module.AUTO_LSTM_ANY_BATCH_MAX_HIDDEN + extra for extra in (0, 1))
+    w_small, w_large = (np.ones((h, 4 * h), np.float32) for h in (small_h, large_h))
+    assert module.prefer("lstm", xs, w_small) and not module.prefer("lstm", xs, w_large)
+    assert module.prefer("lstm", xs[:module.AUTO_LSTM_MAX_BATCH], w_large)
+    for w_hh, expected in ((w_small, "numba-cpu"), (w_large, "numpy")):
+        *_, ctx = ops.lstm(xs, None, None, np.ones((1, w_hh.shape[1]), np.float32), w_hh,
+                           np.zeros(w_hh.shape[1], np.float32), backend="auto")
+        assert ctx.backend.NAME == expected, (w_hh.shape, ctx.backend.NAME)
+    cells = np.ones((module.AUTO_CELL_MAX_BATCH + 1, 1), np.float32)
+    assert not module.prefer("lstm_cell", cells, w_small)
+
+
 def test_import_tinynet_does_not_import_numba():
     code = "import tinynet, sys; assert 'numba' not in sys.modules, 'numba was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,7 +1,8 @@
 """Backend registry and selection.
 
 A backend is a module exposing the same function names (see tinynet/backends/numpy_ref.py
-for the reference set): NAME, IS_GPU, unavailable_reason(), asarray(a), to_numpy(a),
+for the reference set): NAME, IS_GPU, NATIVE_ARRAY (the array type that tinynet.ops hands
+over without calling asarray, or None), unavailable_reason(), asarray(a), to_numpy(a),
 dense_forward/backward, lstm_cell_forward/backward, lstm_forward/backward.
 A backend joins by adding one line to _MODULES. Modules are imported on first use, so
 `import tinynet` needs NumPy alone; a module whose libraries are missing raises ImportError,
@@ -119,7 +120,7 @@ def use_backend(name):
         _context_default.reset(token)
 
 
-def _auto(op, first_array):
+def _auto(op, first_array, w_hh=None):
     """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
     if type(first_array) is np.ndarray or not hasattr(first_array, "__cuda_array_interface__"):
@@ -127,7 +128,7 @@ def _auto(op, first_array):
         if "numba-cpu" not in _loaded and "numba-cpu" not in _unusable:
             _try_load("numba-cpu")
         fast = _loaded.get("numba-cpu")
-        if fast is not None and fast.prefer(op, first_array):
+        if fast is not None and fast.prefer(op, first_array, w_hh):
             return fast
         return module("numpy")
     for name in ("cupy", "numba-cuda"):
@@ -138,14 +139,15 @@ def _auto(op, first_array):
                        + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
 
 
-def resolve(backend, op, first_array):
-    """The backend module for one call of `op`: `backend` if given, else the default."""
+def resolve(backend, op, first_array, w_hh=None):
+    """The backend module for one call of `op`: `backend` if given, else the default. 'auto'
+    decides by the first array and, for the LSTM ops, w_hh."""
     name = backend if backend is not None else get_backend()
     found = _loaded.get(name)
     if found is not None:
         return found
     if name == "auto":
-        return _auto(op, first_array)
+        return _auto(op, first_array, w_hh)
     if name not in KNOWN:
         source = "TINYNET_BACKEND" if backend is None and name == _global_default else "backend"
         raise ValueError(f"{source}={name!r} is not a tinynet backend; known backends: "

@@ -19,7 +19,7 @@ import numpy as np
 from numba import types
 
 from tinynet.kernels.numba_cpu import array_types
-from tinynet.kernels.numba_math import activate, activation_grad
+from tinynet.kernels.numba_math import activation_grad, cpu_activate
 
 
 def forward_loops(x, w, b, code, y):
@@ -36,7 +36,7 @@ def forward_loops(x, w, b, code, y):
             for j in range(n_out):          # contiguous in w and y: vectorizes
                 y[row, j] += x_rk * w[k, j]
         for j in range(n_out):
-            y[row, j] = activate(code, y[row, j])
+            y[row, j] = cpu_activate(code, y[row, j])
 
 
 def forward_epilogue(z, b, code):
@@ -47,7 +47,7 @@ def forward_epilogue(z, b, code):
         for j in range(n_out):
             if has_bias:
                 z[row, j] += b[j]
-            z[row, j] = activate(code, z[row, j])
+            z[row, j] = cpu_activate(code, z[row, j])
 
 
 def sigmoid_input(z, b, e):
@@ -75,9 +75,11 @@ def sigmoid_finish(z, e):
 
 def backward_loops(x, w, y, dy, code, dx, dw, db):
     # dz = dy * act'(y) one row at a time (never stored whole); dx = dz @ w.T,
-    # dw = x.T @ dz, db = sum of dz over rows. dx (batch, in), dw (in, out), db (out,) written.
+    # dw = x.T @ dz, db = sum of dz over rows. dx (batch, in), dw (in, out) written, and db
+    # (out,), or, when the forward had no bias, db is (0,) and nothing is summed.
     batch, n_in = x.shape
     n_out = w.shape[1]
+    has_bias = db.shape[0] != 0
     zero = x.dtype.type(0)
     dw[:, :] = 0
     db[:] = 0
@@ -85,7 +87,9 @@ def backward_loops(x, w, y, dy, code, dx, dw, db):
     for row in range(batch):
         for j in range(n_out):
             dz_row[j] = dy[row, j] * activation_grad(code, y[row, j])
-            db[j] += dz_row[j]
+        if has_bias:
+            for j in range(n_out):
+                db[j] += dz_row[j]
         for k in range(n_in):
             x_rk = x[row, k]
             dx_rk = zero
@@ -96,13 +100,17 @@ def backward_loops(x, w, y, dy, code, dx, dw, db):
 
 
 def backward_prologue(y, dy, code, dz, db):
-    # dz (batch, out) = dy * act'(y) for the BLAS GEMMs that follow; db (out,) = its column sums
+    # dz (batch, out) = dy * act'(y) for the BLAS GEMMs that follow; db (out,) = its column
+    # sums, or, when the forward had no bias, db is (0,) and nothing is summed
     batch, n_out = y.shape
+    has_bias = db.shape[0] != 0
     db[:] = 0
     for row in range(batch):
         for j in range(n_out):
             dz[row, j] = dy[row, j] * activation_grad(code, y[row, j])
-            db[j] += dz[row, j]
+        if has_bias:
+            for j in range(n_out):
+                db[j] += dz[row, j]
 
 
 def signatures(float_type):

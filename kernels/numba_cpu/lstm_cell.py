@@ -20,7 +20,7 @@ import numpy as np
 from numba import types
 
 from tinynet.kernels.numba_cpu import array_types
-from tinynet.kernels.numba_math import activate, activation_grad
+from tinynet.kernels.numba_math import activation_grad, cpu_activate
 
 
 @numba.njit(inline="always")
@@ -29,12 +29,12 @@ def gates_forward(z, b, c, act, rec, forget_bias, h1, c1, gates):
     # Writes h1, c1 (H,) and gates (5H,) = i, f, g, o, a(c1).
     hidden = c.shape[0]
     for u in range(hidden):
-        i = activate(rec, z[u] + b[u])
-        f = activate(rec, z[hidden + u] + b[hidden + u] + forget_bias)
-        g = activate(act, z[2 * hidden + u] + b[2 * hidden + u])
-        o = activate(rec, z[3 * hidden + u] + b[3 * hidden + u])
+        i = cpu_activate(rec, z[u] + b[u])
+        f = cpu_activate(rec, z[hidden + u] + b[hidden + u] + forget_bias)
+        g = cpu_activate(act, z[2 * hidden + u] + b[2 * hidden + u])
+        o = cpu_activate(rec, z[3 * hidden + u] + b[3 * hidden + u])
         c_new = f * c[u] + i * g
-        a_c = activate(act, c_new)
+        a_c = cpu_activate(act, c_new)
         c1[u] = c_new
         h1[u] = o * a_c
         gates[u] = i

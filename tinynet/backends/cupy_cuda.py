@@ -36,6 +36,8 @@ from tinynet._activations import CODES
 
 NAME = "cupy"
 IS_GPU = True
+# None: every array goes through asarray
+NATIVE_ARRAY = None
 
 # Which path each op takes, by width. PROVISIONAL GUESS, NOT YET MEASURED: written without
 # a GPU. Fused (our kernels) when the op's width is <= the entry, cuBLAS (+ our fused

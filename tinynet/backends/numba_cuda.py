@@ -31,6 +31,8 @@ from tinynet.kernels.numba_cuda import dense, lstm, lstm_cell, partials, tiles
 
 NAME = "numba-cuda"
 IS_GPU = True
+# None: every array goes through asarray
+NATIVE_ARRAY = None
 SIMULATED = bool(cuda.config.ENABLE_CUDASIM)
 
 if SIMULATED:

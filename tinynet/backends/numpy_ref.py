@@ -11,6 +11,8 @@ import numpy as np
 
 NAME = "numpy"
 IS_GPU = False
+# arrays of this type need no asarray call (tinynet.ops skips it)
+NATIVE_ARRAY = np.ndarray
 
 
 def unavailable_reason():
