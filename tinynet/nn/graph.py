@@ -174,11 +174,18 @@ class Program:
             if g is not None:
                 grads[s] = g if grads[s] is None else grads[s] + g
         for (layer, ins, outs), cache in zip(reversed(self.steps), reversed(tape)):
-            douts = [grads[s] for s in outs]
-            if not needs[outs[0]] or all(g is None for g in douts):
+            if not needs[outs[0]]:
                 continue
-            dins = layer.backward(cache, douts if len(outs) > 1 else douts[0])
-            for s, g in zip(ins, dins if layer.takes_list else (dins,)):
+            if len(outs) == 1:
+                douts = grads[outs[0]]
+                if douts is None:
+                    continue
+            else:
+                douts = [grads[s] for s in outs]
+                if all(g is None for g in douts):
+                    continue
+            dins = layer.backward(cache, douts)
+            for s, g in zip(ins, dins) if layer.takes_list else ((ins[0], dins),):
                 if g is not None and needs[s]:
                     grads[s] = g if grads[s] is None else grads[s] + g
         return grads[:self.n_inputs] if input_grads else None

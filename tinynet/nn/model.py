@@ -187,8 +187,10 @@ class Model:
             return [x[0]] if single else [x]
         return list(x) if isinstance(x, (list, tuple)) else [x]
 
-    def _host_inputs(self, x):
-        """x as a list of host arrays, one per model input, in the dtype each input takes."""
+    def _host_inputs(self, x, check_shapes=True):
+        """x as a list of host arrays, one per model input, in the dtype each input takes.
+        check_shapes: run every layer's shape check on these shapes first (for data that is
+        cut into batches later; a single batch gets the same checks from the forward)."""
         items = self._split_inputs(x)
         if len(items) != len(self._input_dtypes):
             raise ValueError(f"this model has {len(self._input_dtypes)} inputs, got "
@@ -205,7 +207,8 @@ class Model:
             else:
                 a = a.astype(self.dtype, copy=False)
             out.append(a)
-        self._program.check_shapes([a.shape for a in out])
+        if check_shapes:
+            self._program.check_shapes([a.shape for a in out])
         return out
 
     def _host_target(self, y):
@@ -260,7 +263,7 @@ class Model:
         """One update from one batch; returns the loss before the update."""
         self._require_compiled("train_on_batch")
         self._place()
-        xs = [self._to_device(a) for a in self._host_inputs(x)]
+        xs = [self._to_device(a) for a in self._host_inputs(x, check_shapes=False)]
         return training.train_step(self, xs, self._to_device(self._host_target(y)))[0]
 
     def fit(self, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
