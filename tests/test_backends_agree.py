@@ -96,6 +96,12 @@ def test_lstm(rng, backend, dtype, activation, recurrent_activation):
             only_hs_ref = ops.lstm_backward(ctx_ref, dhs, None, None)
             assert_close(f"{case} dxs (dhT=dcT=None)", only_hs[0], only_hs_ref[0],
                          scale=np.sqrt(batch) * steps)
+            only_last = ops.lstm_backward(ctx, None, dhT)
+            only_last_ref = ops.lstm_backward(ctx_ref, None, dhT, None)
+            for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"),
+                                      only_last, only_last_ref):
+                assert_close(f"{case} {name} (dhs=dcT=None)", got, ref,
+                             scale=np.sqrt(batch) * steps)
             assert_unchanged(before, list(inputs) + [dhs, dhT, dcT])
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from tinynet.backends import numpy_ref
 from tinynet._activations import CODES
-from tinynet.kernels.numba_cpu import FASTMATH
+from tinynet.kernels.numba_cpu import COMPILE_OPTIONS
 from tinynet.kernels.numba_cpu import dense as dense_kernels
 from tinynet.kernels.numba_cpu import lstm as lstm_kernels
 from tinynet.kernels.numba_cpu import lstm_cell as cell_kernels
@@ -151,7 +151,7 @@ class _Kernels:
         module, function = _SOURCES[name]
         signature = module.signatures(self._float_type)[function]
         try:
-            compiled = numba.njit([signature], cache=True, fastmath=FASTMATH)(function)
+            compiled = numba.njit([signature], cache=True, **COMPILE_OPTIONS)(function)
         except RuntimeError as error:     # "cannot cache function ...: no locator available"
             if "cannot cache" not in str(error):
                 raise
@@ -159,7 +159,7 @@ class _Kernels:
                           "(beside the kernels, nor the user cache directory), so every "
                           "process compiles its kernels again: set NUMBA_CACHE_DIR to a "
                           "writable directory", RuntimeWarning, stacklevel=2)
-            compiled = numba.njit([signature], fastmath=FASTMATH)(function)
+            compiled = numba.njit([signature], **COMPILE_OPTIONS)(function)
         entry_point = compiled.overloads[compiled.signatures[0]].entry_point
         setattr(self, name, entry_point)
         return entry_point
@@ -176,6 +176,10 @@ def _read_only_empty(dtype):
 
 
 _NO_BIAS = {dtype: _read_only_empty(dtype) for dtype in _KERNELS}
+# ndim -> dtype -> an empty read-only array standing for an argument that is None (zeros):
+# an initial state of lstm, a gradient of lstm_backward
+_ABSENT = {ndim: {dtype: _read_only_empty(dtype).reshape((0,) * ndim) for dtype in _KERNELS}
+           for ndim in (2, 3)}
 # db for a forward without bias: the kernels sum nothing into a (0,) array, and writing
 # nothing, one shared array serves every thread
 _NO_BIAS_GRAD = {dtype: np.empty(0, dtype) for dtype in _KERNELS}
@@ -306,8 +310,9 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
     dtype = xs.dtype
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
-    h0 = np.zeros((batch, hidden), dtype) if h0 is None else _contiguous(h0)
-    c0 = np.zeros((batch, hidden), dtype) if c0 is None else _contiguous(c0)
+    # an absent initial state goes in as an empty array, which the kernels read as zeros
+    h0 = _ABSENT[2][dtype] if h0 is None else _contiguous(h0)
+    c0 = _ABSENT[2][dtype] if c0 is None else _contiguous(c0)
     hs = np.empty((batch, steps, hidden), dtype)
     cs = np.empty((batch, steps, hidden), dtype)
     gates = np.empty((batch, steps, 5 * hidden), dtype)     # i, f, g, o, a(c) per step
@@ -331,9 +336,11 @@ def lstm_backward(saved, dhs, dhT, dcT):
     dtype = xs.dtype
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
-    dhs = _zeros_like(hs) if dhs is None else _contiguous(dhs)
-    dhT = _zeros_like(h0) if dhT is None else _contiguous(dhT)
-    dcT = _zeros_like(c0) if dcT is None else _contiguous(dcT)
+    # an absent gradient goes in as an empty array, which the kernel skips (allocating the
+    # zeros cost 0.6 us of an S7 step's 36)
+    dhs = _ABSENT[3][dtype] if dhs is None else _contiguous(dhs)
+    dhT = _ABSENT[2][dtype] if dhT is None else _contiguous(dhT)
+    dcT = _ABSENT[2][dtype] if dcT is None else _contiguous(dcT)
     dh0 = np.empty((batch, hidden), dtype)
     dc0 = np.empty((batch, hidden), dtype)
     dw_ih = np.empty((n_in, 4 * hidden), dtype)          # written by the loop unless projected
