@@ -9,9 +9,11 @@ would otherwise write (handwritten NumPy, PyTorch CPU), on every usable CPU back
                      3 dw, 3 dx -- dense_backward always returns dx; PyTorch skips the first)
     S7 online LSTM   Experiment 3a's shape: one sequence per update (batch 1), T=100, 1 input,
                      3 cells, forget_bias 1.0, sigmoid output unit on the last h, SGD at the
-                     paper's learning rate 1.0, vs PyTorch nn.LSTM + nn.Linear + optim.SGD
+                     paper's learning rate 1.0 (tinynet: the rate scales the output gradient,
+                     so the weight gradients come out as the steps, as S1's loops do it
+                     with rate 1), vs PyTorch nn.LSTM + nn.Linear + optim.SGD
                      from the same weights (the forget bias folded into bias_ih; its second
-                     bias, bias_hh, starts at zero); time per sequence. PyTorch runs on one
+                     bias, bias_hh, stays zero, untrained); time per sequence. PyTorch runs on one
                      thread here: batch-1 tensors are far below its parallel grain, so a
                      second thread adds nothing but, on a busy machine, erratic waits
                      (measured: 2.5 ms/sequence on 1 thread, 6 to 63 ms on 2)
@@ -128,6 +130,7 @@ def s4_tinynet(backend, x, target, params):
         _, dw1, db1 = ops.dense_backward(c1, d1)
         for p, g in zip(params, (dw1, db1, dw2, db2, dw3, db3)):
             p -= S4_RATE * g
+    step.params = params                    # the weights it trains, for tests/test_bench.py
     return step
 
 
@@ -147,6 +150,7 @@ def s4_numpy_hand(x, target, params):
         grads = (x.T @ d1, d1.sum(0), a1.T @ d2, d2.sum(0), a2.T @ d3, d3.sum(0))
         for p, g in zip(params, grads):
             p -= S4_RATE * g
+    step.params = params
     return step
 
 
@@ -186,6 +190,8 @@ def s4_torch(torch, x, target, params):
         loss = 0.5 * ((model(xt) - tt) ** 2).sum() / S4_BATCH
         loss.backward()
         optimizer.step()
+    step.params = [t.detach().numpy() for layer in layers[0::2]       # (in, out) views
+                   for t in (layer.weight.T, layer.bias)]
     return step
 
 
@@ -238,21 +244,24 @@ def _s7_problem():
     return xs.astype(np.float32), targets, params
 
 
-def s7_tinynet(backend, params):
+def s7_tinynet(backend, params, rate=S7_RATE):
     w_ih, w_hh, b, w_out, b_out = params = [p.copy() for p in params]
 
     def train_one(xs, target):
         _, hT, _, lstm_ctx = ops.lstm(xs, None, None, w_ih, w_hh, b,
                                       forget_bias=S7_FORGET_BIAS, backend=backend)
         y, out_ctx = ops.dense(hT, w_out, b_out, "sigmoid", backend=backend)
-        dhT, dw_out, db_out = ops.dense_backward(out_ctx, y - target)
+        # the learning rate scales the output gradient once: every gradient below is linear
+        # in it, so they come out as the SGD steps themselves (one NumPy call per weight)
+        dhT, dw_out, db_out = ops.dense_backward(out_ctx, rate * (y - target))
         _, _, _, dw_ih, dw_hh, db = ops.lstm_backward(lstm_ctx, None, dhT)
-        for p, g in zip(params, (dw_ih, dw_hh, db, dw_out, db_out)):
-            p -= S7_RATE * g
+        for p, step in zip(params, (dw_ih, dw_hh, db, dw_out, db_out)):
+            p -= step
+    train_one.params = params
     return train_one
 
 
-def s7_torch(torch, params):
+def s7_torch(torch, params, rate=S7_RATE):
     w_ih, w_hh, b, w_out, b_out = params
     lstm = torch.nn.LSTM(1, S7_CELLS, batch_first=True)
     out = torch.nn.Linear(S7_CELLS, 1)
@@ -264,7 +273,9 @@ def s7_torch(torch, params):
         lstm.bias_hh_l0.zero_()
         out.weight.copy_(torch.from_numpy(w_out.T.copy()))
         out.bias.copy_(torch.from_numpy(b_out))
-    optimizer = torch.optim.SGD(list(lstm.parameters()) + list(out.parameters()), lr=S7_RATE)
+    # one trained bias, as ours: with both trained, SGD would move their sum twice as fast
+    lstm.bias_hh_l0.requires_grad_(False)
+    optimizer = torch.optim.SGD(list(lstm.parameters()) + list(out.parameters()), lr=rate)
 
     def train_one(xs, target):
         optimizer.zero_grad(set_to_none=True)
@@ -272,6 +283,16 @@ def s7_torch(torch, params):
         loss = 0.5 * ((torch.sigmoid(out(hT[0])) - target) ** 2).sum()
         loss.backward()
         optimizer.step()
+
+    def weights():
+        """Ours, from PyTorch's: w_ih, w_hh (in, 4H), b (the two biases less the forget
+        bias), w_out, b_out."""
+        with torch.no_grad():
+            bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+            bias[S7_CELLS:2 * S7_CELLS] -= S7_FORGET_BIAS
+            return [t.detach().numpy().copy() for t in (lstm.weight_ih_l0.T,
+                    lstm.weight_hh_l0.T, bias, out.weight.T, out.bias)]
+    train_one.weights = weights
     return train_one
 
 

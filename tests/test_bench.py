@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tinynet import _dispatch, available_backends
+from tinynet import _dispatch, available_backends, ops
 from tinynet.bench import collect, report, timing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,3 +239,77 @@ def test_plot_writes_a_png(tmp_path):
                               made_up("dense fwd+bwd", "w64", "b", 2.0)])
     report.plot(rows, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the implementations of a workload train the same weights ------------------------------
+
+def _cpu_backends():
+    return [name for name in ("numpy", "numba-cpu") if name in available_backends()]
+
+
+def _assert_same_weights(what, got, expected):
+    for k, (g, e) in enumerate(zip(got, expected)):
+        np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-5, err_msg=f"{what}, weight {k}")
+
+
+def test_cpu_workloads_compute_what_their_peers_compute():
+    """A speed ratio means something only if both sides do the same work: S1, S4 and S7 as
+    written with tinynet.ops end with the weights the handwritten versions reach."""
+    from tinynet.bench import cpu_suite
+    # 10 steps: at rate 1 on parity (not linearly separable) the weights oscillate, and
+    # rounding differences of 1e-7 grow to 1e-2 by step 40
+    w0 = np.random.default_rng(1).uniform(-1, 1, (3, 1)).astype(np.float32)
+    hand = cpu_suite.s1_numpy_hand(w0.copy(), 10)
+    for backend in _cpu_backends():
+        _assert_same_weights(f"S1 {backend}", [cpu_suite.s1_tinynet(backend)(w0.copy(), 10)],
+                             [hand])
+
+    x, target, params = cpu_suite._s4_problem()
+    hand = cpu_suite.s4_numpy_hand(x, target, params)
+    hand()
+    hand()
+    for backend in _cpu_backends():
+        step = cpu_suite.s4_tinynet(backend, x, target, params)
+        step()
+        step()
+        _assert_same_weights(f"S4 {backend}", step.params, hand.params)
+
+    # S7 folds the learning rate into the output gradient: check it against the plain
+    # update p -= rate * g, at a rate that is not 1
+    xs, targets, params = cpu_suite._s7_problem()
+    rate = 0.3
+    plain = [p.copy() for p in params]
+    for k in range(3):
+        _, hT, _, ctx = ops.lstm(xs[k], None, None, *plain[:3],
+                                 forget_bias=cpu_suite.S7_FORGET_BIAS, backend="numpy")
+        y, out_ctx = ops.dense(hT, plain[3], plain[4], "sigmoid", backend="numpy")
+        dhT, dw_out, db_out = ops.dense_backward(out_ctx, y - targets[k])
+        grads = ops.lstm_backward(ctx, None, dhT)[3:] + (dw_out, db_out)
+        for p, g in zip(plain, grads):
+            p -= rate * g
+    for backend in _cpu_backends():
+        train_one = cpu_suite.s7_tinynet(backend, params, rate)
+        for k in range(3):
+            train_one(xs[k], targets[k])
+        _assert_same_weights(f"S7 {backend}", train_one.params, plain)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch is not installed (it is not in the test extra)")
+def test_pytorch_peers_compute_what_tinynet_computes():
+    import torch
+    from tinynet.bench import cpu_suite
+    x, target, params = cpu_suite._s4_problem()
+    ours = cpu_suite.s4_tinynet("numpy", x, target, params)
+    theirs = cpu_suite.s4_torch(torch, x, target, params)
+    for step in (ours, theirs, ours, theirs):
+        step()
+    _assert_same_weights("S4 torch", theirs.params, ours.params)
+
+    xs, targets, params = cpu_suite._s7_problem()
+    ours = cpu_suite.s7_tinynet("numpy", params, 0.3)
+    theirs = cpu_suite.s7_torch(torch, params, 0.3)
+    for k in range(3):
+        ours(xs[k], targets[k])
+        theirs(torch.from_numpy(xs[k]), torch.from_numpy(targets[k]))
+    _assert_same_weights("S7 torch", theirs.weights(), ours.params)
