@@ -22,9 +22,9 @@ class Context(tuple):
 
     Made as Context((op, backend, saved, outputs, dtype)). `outputs` are the forward's
     outputs, in order: each gradient the backward takes has the shape of one (the arrays are
-    kept, not their shapes: reading .shape builds a tuple). A tuple subclass because the
-    per-call cost of ops is what the small cases pay: building one takes a third of the time
-    of a class with __init__ (0.15 against 0.46 us, measured in ops.lstm).
+    kept, not their shapes: reading .shape builds a new tuple each time, and the per-call cost
+    of ops is what the small cases pay). A tuple subclass is built in one C call: 0.14 us,
+    against 0.16 for a class with __slots__ and __init__.
     """
 
     __slots__ = ()
