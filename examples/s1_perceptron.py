@@ -67,7 +67,7 @@ def main():
     single_right, single_mse = report("One layer, 3 -> 1 tanh (the seed's net):", *single)
     hidden = train([nn.Dense(3, args.hidden, "tanh"), nn.Dense(args.hidden, 1, "tanh")],
                    args.steps)
-    hidden_right, hidden_mse = report(f"One hidden layer, 3 -> {args.hidden} tanh -> 1 tanh:",
+    hidden_right, _ = report(f"One hidden layer, 3 -> {args.hidden} tanh -> 1 tanh:",
                                       *hidden)
 
     print("\nThe single layer cannot fit parity (no plane separates the even patterns from "

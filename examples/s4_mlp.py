@@ -65,8 +65,7 @@ def main():
           f"({seconds / args.epochs:.2f} s per epoch, about {flops / seconds / 1e9:.1f} GFLOP/s "
           "counting the three GEMMs per layer)")
 
-    linear, lin_history, lin_seconds = train([nn.Dense(features, 1, "sigmoid")], x, y,
-                                             args.epochs)
+    _, lin_history, _ = train([nn.Dense(features, 1, "sigmoid")], x, y, args.epochs)
     print(f"one layer (logistic regression), same data and epochs: held-out accuracy "
           f"{lin_history['val_accuracy'][-1]:.3f} (MLP {history['val_accuracy'][-1]:.3f})")
 

@@ -219,6 +219,8 @@ def test_fit_converts_inputs_and_checks_counts(rng):
         model.fit(np.zeros((5, 3)), np.zeros((4, 1)), verbose=0)
     with pytest.raises(ValueError, match="compile"):
         nn.Sequential([nn.Dense(3, 1)]).fit(np.zeros((5, 3)), np.zeros((5, 1)))
+    with pytest.raises(ValueError, match="checkpoint_every needs checkpoint="):
+        model.fit(np.zeros((5, 3)), np.zeros((5, 1)), checkpoint_every=2, verbose=0)
 
 
 def test_multiple_outputs_predict():

@@ -20,13 +20,12 @@ class Tensor:
     """A symbolic value: a shape (None where unknown until data arrives) and where it
     comes from (the call that produced it, or none for an Input)."""
 
-    __slots__ = ("shape", "dtype", "call", "index", "name")
+    __slots__ = ("shape", "dtype", "call", "name")
 
-    def __init__(self, shape, dtype, call=None, index=0, name=None):
+    def __init__(self, shape, dtype, call=None, name=None):
         self.shape = tuple(shape)
         self.dtype = dtype
         self.call = call
-        self.index = index
         self.name = name
 
     def __repr__(self):
@@ -63,7 +62,7 @@ def symbolic_call(layer, inputs):
     out = layer.output_shape(shapes if layer.takes_list else shapes[0])
     call = Call(layer, inputs)
     out_shapes = out if layer.n_outputs > 1 else [out]
-    call.outputs = [Tensor(s, None, call, k) for k, s in enumerate(out_shapes)]
+    call.outputs = [Tensor(s, None, call) for s in out_shapes]
     return tuple(call.outputs) if layer.n_outputs > 1 else call.outputs[0]
 
 

@@ -278,6 +278,7 @@ class Model:
     def evaluate(self, x, y, batch_size=256):
         """{'loss': ..., metric: ...} over the whole set."""
         self._require_compiled("evaluate")
+        self._place()
         return training.evaluate(self, self._host_inputs(x), self._host_target(y), batch_size)
 
     def predict(self, x, batch_size=256):

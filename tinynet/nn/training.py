@@ -173,6 +173,9 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
         raise ValueError(f"batch_size must be >= 1 (1 = online learning), got {batch_size}")
     if checkpoint_every is not None and int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every}")
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError("checkpoint_every needs checkpoint=: the file to write every "
+                         f"{checkpoint_every} steps, e.g. checkpoint='run.npz'")
     steps = math.ceil(n_train / batch_size)
     names = ["loss"] + list(model._metrics)
     if early_stopping is not None:
