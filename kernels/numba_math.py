@@ -11,8 +11,9 @@ simulator) get the float64 build; compiled callers get the overload for their ty
 `cpu_activate` is `activate` for the CPU kernels: the same source, except that float32 tanh
 is computed from a float64 exp (`_tanh_float32_from_exp`), because the C library's scalar
 tanhf is the slowest part of the small LSTM kernels. Measured on the 2-core dev machine
-(AMD EPYC, glibc 2.36), ns per element of a compiled loop over 10,000 float32: tanhf 11.9,
-float64 tanh 10.3, float64 expm1 11.0, float64 exp 5.5 (and sigmoid through expf 3.6). The
+(AMD EPYC, glibc 2.36; a one-off timeit script, not kept), ns per element of a compiled
+loop over 10,000 float32: tanhf 11.9, float64 tanh 10.3, float64 expm1 11.0, float64 exp 5.5
+(and sigmoid through expf 3.6). The
 whole-sequence LSTM forward kernel at batch 1, T=100, in 1, H=3 (what online training of
 Experiment 3a runs) went from 16.7 to 13.7 us. Its largest error against float64 tanh was
 3.0e-8 (tanhf's: 9.4e-8). The GPU keeps tanhf: there it is not the bottleneck, and float64

@@ -14,7 +14,8 @@
 //                         dz is never stored.   grid (ceil(batch/128), ceil(in/64))
 //   dense_backward_dw     split-K partial of dw = x.T @ dz, and of db = sum_rows dz as the
 //                         column sums of the same dz slabs (the blocks of the first row tile
-//                         of dw produce them).  grid (max(1, ceil(in/64)), ceil(out/64), splits)
+//                         of dw produce them).  grid (ceil(in/64), ceil(out/64), splits),
+//                         with at least one row tile when there is a bias
 //                         Split s covers batch rows [s * split_rows, (s+1) * split_rows) and
 //                         writes partials[s] = [dw (in*out) | db (out)]; with one split the
 //                         partials are the result itself.

@@ -29,7 +29,8 @@
 // In the forward thread u reads w_by_k[k * H + u] for k = 0..H-1 (consecutive threads,
 // consecutive 16-byte words) and h_rows[.][slot][k] (one word per row: a broadcast); in the
 // backward thread k reads w_by_u[u * H + k] and dz_rows[.][slot][u] the same way: no bank
-// conflicts on the hot loop. H = 64 float32 needs 64 KiB + 1 KiB per 2 rows.
+// conflicts on the hot loop. H = 64 float32 needs 64 KiB + 1 KiB per 2 rows in the forward,
+// 64 KiB + 2 KiB per row in the backward.
 //
 // Assumptions: blockDim.x == H, blockDim.y * H <= 512 (__launch_bounds__), the shared memory
 // above fits the device (the launch checks it and raises the per-kernel limit); sizes fit

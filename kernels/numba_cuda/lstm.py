@@ -103,7 +103,7 @@ def lstm_forward_source(dtype, hidden):
         row0 = cuda.blockIdx.x * ROWS
         row = row0 + cell_row
         # [k, r]: h of row r, unit k; [n, r]: z of row r, gate column n. Rows of ROWS values,
-        # 16-byte aligned: the products read one row with one vector load.
+        # 16-byte aligned: the products read one row with one vector load (float32).
         h_shared = cuda.shared.array((hidden, ROWS), dtype, alignment=VECTOR_ALIGNMENT)
         z_shared = cuda.shared.array((gate_columns, ROWS), dtype, alignment=VECTOR_ALIGNMENT)
 

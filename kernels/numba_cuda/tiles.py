@@ -9,9 +9,9 @@ compile` shows 0 local bytes).
 
 Thread (ty, tx) owns rows 4 ty .. 4 ty + 3 and columns 4 tx .. 4 tx + 3. Both staged tiles
 are stored k-major, tile[k, m], 16-byte aligned, so per k a thread reads its 4 values of A
-and its 4 values of B with one 16-byte load each: 2 shared loads per 16 FMAs. (The 16
-threads of a half-warp read 256 contiguous bytes of B, the minimum 2 wavefronts; the two
-rows of threads of a warp read A as broadcasts.)
+and its 4 values of B with one 16-byte load each (float32; two for float64): 2 shared loads
+per 16 FMAs. (The 16 threads of a half-warp read 256 contiguous bytes of B, the minimum 2
+wavefronts; the two rows of threads of a warp read A as broadcasts.)
 
 Rows of a staged tile are PADDED = TILE + 4 long: still a multiple of 16 bytes, and a
 transposing store (16 consecutive threads walking k down one column) spreads over the

@@ -274,12 +274,12 @@ def _stepwise_backward(saved, dhs, dh_last, dc_last):
     dc = dc_last.copy()            # updated in place, step by step
     if batch:
         kernel = _kernel(lstm_cell, "lstm_cell_backward_dz", dtype.type)
+        step_dhs = _nothing(dtype, 3) if dhs is None else dhs     # allocated once, not per step
         for t in reversed(range(steps)):
             c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
             _launch(kernel, lstm_cell.lstm_cell_backward_dz_grid(batch, hidden),
                     lstm_cell.THREADS, gates, cs, t, c_src, step_c, act, rec, dh,
-                    _nothing(dtype, 3) if dhs is None else dhs, dhs is not None, dc,
-                    dz_step, dz_all)
+                    step_dhs, dhs is not None, dc, dz_step, dz_all)
             dh = _gradient_times_weights(dz_step, dz_step, CODES["linear"], w_hh)
     dz_flat = dz_all.reshape(batch * steps, 4 * hidden)
     linear = CODES["linear"]
