@@ -22,6 +22,7 @@ def assert_close(name, got, ref, dtype=None, scale=1.0):
     err = np.abs(got.astype(np.float64) - ref64)
     bad = ~(err <= atol * magnitude + rtol * np.abs(ref64))
     bad &= ~(np.isnan(got) & np.isnan(ref))
+    bad &= ~(np.isinf(ref) & (got == ref))           # the same infinity (inf - inf is NaN)
     if bad.any():
         where = np.argwhere(bad)[:5]
         lines = [f"  {tuple(int(i) for i in idx)}: got {got[tuple(idx)]!r}, "
@@ -29,6 +30,12 @@ def assert_close(name, got, ref, dtype=None, scale=1.0):
         raise AssertionError(f"{name}: {int(bad.sum())} of {bad.size} elements differ "
                              f"(rtol={rtol}, atol={atol}*{magnitude:.3g}); first:\n"
                              + "\n".join(lines))
+
+
+def lstm_grad_scale(batch, steps):
+    """The tolerance scale for the gradients of a whole-sequence LSTM: each is a sum over
+    batch x steps terms, whose rounding errors grow like the square root of their count."""
+    return float(np.sqrt(max(batch, 1) * max(steps, 1)))
 
 
 def assert_grads_close(case, names, grads, grads_ref, scale=1.0):

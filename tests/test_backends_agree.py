@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinynet import ops
-from _compare import assert_close, assert_grads_close
+from _compare import assert_close, assert_grads_close, lstm_grad_scale
 from _problems import ACTIVATIONS, dense_problem, lstm_problem
 from conftest import BACKENDS, SIMULATED, backend_param
 
@@ -89,19 +89,19 @@ def test_lstm(rng, backend, dtype, activation, recurrent_activation):
                 assert_close(f"{case} {name}", got, ref, scale=np.sqrt(steps))
             for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"),
                                       grads, grads_ref):
-                assert_close(f"{case} {name}", got, ref, scale=np.sqrt(batch) * steps)
+                assert_close(f"{case} {name}", got, ref, scale=lstm_grad_scale(batch, steps))
             # Gradients that are None count as zero.
             *_, ctx = ops.lstm(*inputs, backend=backend, **kw)
             only_hs = ops.lstm_backward(ctx, dhs)
             only_hs_ref = ops.lstm_backward(ctx_ref, dhs, None, None)
             assert_close(f"{case} dxs (dhT=dcT=None)", only_hs[0], only_hs_ref[0],
-                         scale=np.sqrt(batch) * steps)
+                         scale=lstm_grad_scale(batch, steps))
             only_last = ops.lstm_backward(ctx, None, dhT)
             only_last_ref = ops.lstm_backward(ctx_ref, None, dhT, None)
             for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"),
                                       only_last, only_last_ref):
                 assert_close(f"{case} {name} (dhs=dcT=None)", got, ref,
-                             scale=np.sqrt(batch) * steps)
+                             scale=lstm_grad_scale(batch, steps))
             assert_unchanged(before, list(inputs) + [dhs, dhT, dcT])
 
 

@@ -248,6 +248,7 @@ def _cpu_backends():
 
 
 def _assert_same_weights(what, got, expected):
+    assert len(got) == len(expected), f"{what}: {len(got)} weights, expected {len(expected)}"
     for k, (g, e) in enumerate(zip(got, expected)):
         np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-5, err_msg=f"{what}, weight {k}")
 

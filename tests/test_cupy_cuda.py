@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _compare import assert_close
+from _compare import assert_close, lstm_grad_scale
 from _problems import ACTIVATIONS, dense_problem, lstm_problem
 from conftest import SIMULATED, USABLE, WHY
 from tinynet import ops
@@ -244,7 +244,7 @@ def lstm_real_problem(rng, dtype, hidden, activation, recurrent_activation):
     return lstm_problem(rng, 256, 100, 8, hidden, dtype, weight_scale=weight_scale)
 
 
-LSTM_SCALES = (*[np.sqrt(100)] * 3, *[np.sqrt(256) * 100] * 6)
+LSTM_SCALES = (*[np.sqrt(100)] * 3, *[lstm_grad_scale(256, 100)] * 6)
 
 
 @gpu

@@ -37,8 +37,9 @@ TESTS = [str(ROOT / "tests" / "test_backends_agree.py"),
          str(EMULATOR / "emulated_cupy_checks.py")]
 # FUSED_MAX_WIDTH for every op: each op takes the path whatever its width
 PATHS = {"fused": 10**9, "cublas": -1}
-# 57 per path when written (29 + 28); far fewer means tests were lost on the way
-MIN_PASSED = 50
+# every test of tests/cuda_emulator/emulated_cupy_checks.py, per path: fewer means tests were
+# lost on the way (a rename, a changed selection); more, that this count was not updated
+EXPECTED_PASSED = 57
 
 # pytest's last line: "57 passed, 59 deselected in 9.69s"
 SUMMARY = re.compile(r"^=* ?(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", re.MULTILINE)
@@ -103,7 +104,7 @@ def run_emulated(path):
 def test_cupy_backend_on_emulated_gpu(path):
     status, output, counts, _ = run_emulated(path)
     assert status == 0, f"{path} path, in the CUDA emulator:\n{output[-6000:]}"
-    assert counts.get("passed", 0) >= MIN_PASSED, \
+    assert counts.get("passed", 0) == EXPECTED_PASSED, \
         f"{path} path: only {counts} in the CUDA emulator:\n{output[-3000:]}"
     assert not counts.get("skipped"), \
         f"{path} path: tests skipped in the CUDA emulator:\n{output[-3000:]}"

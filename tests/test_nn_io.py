@@ -197,6 +197,8 @@ def test_resume_is_bit_identical(tmp_path):
             assert np.array_equal(a[key], b[key]), key
     loaded = small_model(9, width=1)
     loaded.load(tmp_path / "a.npz")        # a checkpoint's weights load like a save
+    with np.load(tmp_path / "a.npz") as saved:
+        assert all(np.array_equal(saved[k], v) for k, v in loaded.get_weights().items())
 
 
 # --- PyTorch --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinynet import ops
-from _compare import assert_close
+from _compare import assert_close, lstm_grad_scale
 from _problems import dense_problem, lstm_problem
 from conftest import USABLE, WHY
 
@@ -140,7 +140,7 @@ def test_default_thresholds_pick_each_path(rng, monkeypatch):
         *_, ctx = ops.lstm(*problem[0], backend="numba-cpu")
         used.append(ctx.saved[-1])                      # projected: the BLAS input side
         assert_agree(f"lstm batch={batch}", run_lstm("numba-cpu", problem),
-                     run_lstm("numpy", problem), np.sqrt(batch) * steps)
+                     run_lstm("numpy", problem), lstm_grad_scale(batch, steps))
     assert used == [False, True], "lstm: the threshold does not split the paths"
 
 
@@ -152,7 +152,7 @@ def test_cell_and_lstm_paths(rng, dtype, path):
                      run_cell("numpy", problem), np.sqrt(batch))
         problem = lstm_problem(rng, batch, 6, n_in, hidden, dtype)
         assert_agree(f"lstm {path} {(batch, 6, n_in, hidden)}", run_lstm("numba-cpu", problem),
-                     run_lstm("numpy", problem), np.sqrt(batch) * 6)
+                     run_lstm("numpy", problem), lstm_grad_scale(batch, 6))
 
 
 # --- determinism ---------------------------------------------------------------------

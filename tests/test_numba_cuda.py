@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from _compare import assert_close
+from _compare import assert_close, lstm_grad_scale
 from _problems import dense_problem, lstm_problem
 from conftest import SIMULATED, USABLE, WHY
 from tinynet import ops
@@ -65,7 +65,7 @@ def lstm_against_reference(rng, dtype, batch, steps, n_in, hidden, **kw):
     for name, got, ref in zip(("hs", "hT", "cT"), out, out_ref):
         assert_close(f"{case} {name}", got, ref, scale=np.sqrt(steps))
     for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"), grads, grads_ref):
-        assert_close(f"{case} {name}", got, ref, scale=np.sqrt(batch) * steps)
+        assert_close(f"{case} {name}", got, ref, scale=lstm_grad_scale(batch, steps))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

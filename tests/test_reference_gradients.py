@@ -128,11 +128,15 @@ def test_lstm_matches_a_loop_of_cells(rng):
     np.testing.assert_allclose(hT, h, rtol=1e-12)
     np.testing.assert_allclose(cT, c, rtol=1e-12)
     dh, dc = dhT, dcT
-    dw_hh_sum = np.zeros_like(w_hh)
+    dxs = np.zeros_like(xs)
+    dw_ih_sum, dw_hh_sum, db_sum = np.zeros_like(w_ih), np.zeros_like(w_hh), np.zeros_like(b)
     for t in reversed(range(xs.shape[1])):
-        dx, dh, dc, _, dw_hh, _ = ops.lstm_cell_backward(contexts[t], dh + dhs[:, t], dc)
+        dx, dh, dc, dw_ih, dw_hh, db = ops.lstm_cell_backward(contexts[t], dh + dhs[:, t], dc)
+        dxs[:, t] = dx
+        dw_ih_sum += dw_ih
         dw_hh_sum += dw_hh
+        db_sum += db
     grads = ops.lstm_backward(ctx, dhs, dhT, dcT)
-    np.testing.assert_allclose(grads[1], dh, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(grads[2], dc, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(grads[4], dw_hh_sum, rtol=1e-10, atol=1e-12)
+    for name, got, expected in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"), grads,
+                                   (dxs, dh, dc, dw_ih_sum, dw_hh_sum, db_sum)):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, err_msg=name)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinynet import ops
-from _compare import assert_close, assert_grads_close
+from _compare import assert_close, assert_grads_close, lstm_grad_scale
 from _problems import ACTIVATIONS, dense_problem, lstm_problem
 from conftest import BACKENDS, SIMULATED, backend_param
 
@@ -66,11 +66,11 @@ def test_lstm_agrees_on_random_problems(backend, batch, steps, n_in, hidden, dty
     *out, ctx = ops.lstm(*inputs, backend=backend, **kw)
     case = f"lstm {acts} {np.dtype(dtype)} {(batch, steps, n_in, hidden)} fb={forget_bias}"
     for name, got, ref in zip(("hs", "hT", "cT"), out, out_ref):
-        assert_close(f"{case} {name}", got, ref, scale=max(steps, 1))
+        assert_close(f"{case} {name}", got, ref, scale=np.sqrt(max(steps, 1)))
     grads = ops.lstm_backward(ctx, dhs, dhT, dcT)
     grads_ref = ops.lstm_backward(ctx_ref, dhs, dhT, dcT)
     for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"), grads, grads_ref):
-        assert_close(f"{case} {name}", got, ref, scale=max(batch, 1) * max(steps, 1))
+        assert_close(f"{case} {name}", got, ref, scale=lstm_grad_scale(batch, steps))
 
 
 @pytest.mark.parametrize("backend", ALL)
@@ -129,7 +129,15 @@ def _host(a):
 LONG_RUN_BOUND = {"hs": 2e-6, "grads": 2e-5}
 
 
-@pytest.mark.parametrize("backend", [p for p in ALL if p.values[0] != "numba-cuda" or not SIMULATED])
+def _long_run_param(param):
+    if param.values[0] == "numba-cuda" and SIMULATED:
+        return pytest.param(*param.values, marks=pytest.mark.skip(
+            reason="T=1000 is too slow for the CUDA simulator (one Python thread per CUDA "
+                   "thread); it runs on a real GPU"))
+    return param
+
+
+@pytest.mark.parametrize("backend", [_long_run_param(p) for p in ALL])
 def test_long_sequences_stay_finite_and_float32_stays_near_float64(backend):
     rng = np.random.default_rng(1000)
     inputs, grads = lstm_problem(rng, 8, 1000, 2, 16, np.float64)

@@ -11,7 +11,7 @@ import cupy
 import numpy as np
 import pytest
 
-from _compare import assert_close, assert_grads_close
+from _compare import assert_close, assert_grads_close, lstm_grad_scale
 from _problems import ACTIVATIONS, dense_problem, lstm_problem
 from tinynet import ops
 
@@ -103,5 +103,5 @@ def test_lstm(rng, dtype, activation, recurrent_activation):
         for name, got, ref in zip(("hs", "hT", "cT"), outs, outs_ref):
             assert_close(f"{case} {name}", got, ref, scale=np.sqrt(max(steps, 1)))
         for name, got, ref in zip(("dxs", "dh0", "dc0", "dw_ih", "dw_hh", "db"), grads, grads_ref):
-            assert_close(f"{case} {name}", got, ref, scale=np.sqrt(max(batch, 1)) * max(steps, 1))
+            assert_close(f"{case} {name}", got, ref, scale=lstm_grad_scale(batch, steps))
         assert_unchanged(device, host, case)
