@@ -15,14 +15,14 @@ ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 # Integer codes for compiled kernels (Numba and CUDA C use the same numbers).
 CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 
-_ALIASES = {None: "linear", "linear": "linear", "identity": "linear",
+ALIASES = {None: "linear", "linear": "linear", "identity": "linear",
             "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
 
 
 def canonical(name, argument="activation", op="tinynet"):
     """Return the canonical activation name, or raise ValueError listing the valid ones."""
     try:
-        return _ALIASES[name]
+        return ALIASES[name]
     except (KeyError, TypeError):
         pass
     valid = ", ".join(repr(a) for a in ("linear", "identity", "relu", "sigmoid", "tanh"))

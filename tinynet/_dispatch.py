@@ -33,7 +33,7 @@ _INSTALL_HINTS = {
 
 KNOWN = tuple(_MODULES) + ("auto",)
 
-_loaded = {}            # name -> module, for usable backends
+LOADED = {}            # name -> module, for usable backends
 _unusable = {}          # name -> reason
 _lock = threading.Lock()
 
@@ -50,7 +50,7 @@ def _check_name(name):
 def _try_load(name):
     """Import backend `name` once; remember either the module or why it is unusable."""
     with _lock:
-        if name in _loaded or name in _unusable:
+        if name in LOADED or name in _unusable:
             return
         try:
             module = importlib.import_module(_MODULES[name])
@@ -60,14 +60,14 @@ def _try_load(name):
             return
         reason = module.unavailable_reason()
         if reason is None:
-            _loaded[name] = module
+            LOADED[name] = module
         else:
             _unusable[name] = reason
 
 
 def module(name):
     """The module of a usable backend; RuntimeError saying why if it is not usable here."""
-    found = _loaded.get(name)
+    found = LOADED.get(name)
     if found is not None:
         return found
     _check_name(name)
@@ -76,7 +76,7 @@ def module(name):
     _try_load(name)
     if name in _unusable:
         raise RuntimeError(f"tinynet backend {name!r} is not usable here: {_unusable[name]}")
-    return _loaded[name]
+    return LOADED[name]
 
 
 def status():
@@ -84,7 +84,7 @@ def status():
     rows = []
     for name in _MODULES:
         _try_load(name)
-        rows.append((name, name in _loaded, _unusable.get(name)))
+        rows.append((name, name in LOADED, _unusable.get(name)))
     return rows
 
 
@@ -125,16 +125,16 @@ def _auto(op, first_array, w_hh=None):
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
     if type(first_array) is np.ndarray or not hasattr(first_array, "__cuda_array_interface__"):
         # numba-cpu where its measured crossover table says it wins (numba_cpu.prefer)
-        if "numba-cpu" not in _loaded and "numba-cpu" not in _unusable:
+        if "numba-cpu" not in LOADED and "numba-cpu" not in _unusable:
             _try_load("numba-cpu")
-        fast = _loaded.get("numba-cpu")
+        fast = LOADED.get("numba-cpu")
         if fast is not None and fast.prefer(op, first_array, w_hh):
             return fast
         return module("numpy")
     for name in ("cupy", "numba-cuda"):
         _try_load(name)
-        if name in _loaded:
-            return _loaded[name]
+        if name in LOADED:
+            return LOADED[name]
     raise RuntimeError("backend='auto' got a GPU array but no GPU backend is usable: "
                        + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
 
@@ -143,7 +143,7 @@ def resolve(backend, op, first_array, w_hh=None):
     """The backend module for one call of `op`: `backend` if given, else the default. 'auto'
     decides by the first array and, for the LSTM ops, w_hh."""
     name = backend if backend is not None else get_backend()
-    found = _loaded.get(name)
+    found = LOADED.get(name)
     if found is not None:
         return found
     if name == "auto":

@@ -225,26 +225,28 @@ def dense_forward(x, w, b, activation):
     kernels = _KERNELS[dtype]
     bias = _NO_BIAS[dtype] if b is None else _contiguous(b)
     code = CODES[activation]
-    batch = x.shape[0]
-    if batch <= LOOPS_MAX_ROWS or batch * w.size <= DENSE_LOOPS_MAX_MACS:
-        y = np.empty((batch, w.shape[1]), dtype)
+    x_shape = x.shape
+    w_shape = w.shape
+    batch = x_shape[0]
+    loops = batch <= LOOPS_MAX_ROWS or batch * x_shape[1] * w_shape[1] <= DENSE_LOOPS_MAX_MACS
+    if loops:
+        y = np.empty((batch, w_shape[1]), dtype)
         kernels.dense_forward_loops(x, w, bias, code, y)
     else:
         y = x @ w
         _activate_in_place(kernels, y, bias, code)
-    return y, (x, w, b is not None, code, y)
+    # what the backward needs, with the shapes read, the path and the kernels chosen here
+    return y, (x, w, b is not None, code, y, kernels, loops, x_shape, w_shape)
 
 
 def dense_backward(saved, dy):
-    x, w, has_bias, code, y = saved
+    x, w, has_bias, code, y, kernels, loops, x_shape, w_shape = saved
     dy = _zeros_like(y) if dy is None else _contiguous(dy)
     dtype = x.dtype
-    kernels = _KERNELS[dtype]
-    db = np.empty(w.shape[1], dtype) if has_bias else _NO_BIAS_GRAD[dtype]
-    batch = x.shape[0]
-    if batch <= LOOPS_MAX_ROWS or batch * w.size <= DENSE_LOOPS_MAX_MACS:
-        dx = np.empty(x.shape, dtype)
-        dw = np.empty(w.shape, dtype)
+    db = np.empty(w_shape[1], dtype) if has_bias else _NO_BIAS_GRAD[dtype]
+    if loops:
+        dx = np.empty(x_shape, dtype)
+        dw = np.empty(w_shape, dtype)
         kernels.dense_backward_loops(x, w, y, dy, code, dx, dw, db)
     else:
         dz = np.empty(y.shape, dtype)
