@@ -83,7 +83,7 @@ def test_nan_and_inf_propagate_like_numpy(backend):
         y_ref, _ = ops.dense(x, w, None, activation, backend="numpy")
         y = np.asarray(_host(y))
         assert np.array_equal(np.isnan(y), np.isnan(y_ref)), (activation, y, y_ref)
-        assert np.array_equal(y[1], y_ref[1])
+        assert_close(f"dense {activation} row without NaN", y[1], y_ref[1])   # untouched
         dx, dw, _ = ops.dense_backward(ctx, np.ones((3, 2), np.float32))
         assert np.isfinite(_host(dx)[1]).all()
     xs = np.zeros((2, 4, 1), np.float32)
