@@ -3,6 +3,7 @@ the previous file loadable), untrusted files (truncated, corrupt, wrong names/sh
 pickles) refused with the model left unchanged, checkpoints that resume bit-identically,
 and PyTorch weight import giving PyTorch's outputs."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -199,6 +200,28 @@ def test_resume_is_bit_identical(tmp_path):
     loaded.load(tmp_path / "a.npz")        # a checkpoint's weights load like a save
     with np.load(tmp_path / "a.npz") as saved:
         assert all(np.array_equal(saved[k], v) for k, v in loaded.get_weights().items())
+
+
+def test_a_damaged_checkpoint_restores_nothing(tmp_path):
+    # every part of the file is checked before anything is assigned: a bad step count or a
+    # fit state without its early-stopping entries leaves the model as it was
+    rng = np.random.default_rng(2)
+    data = (rng.standard_normal((40, 5, 2)).astype(np.float32),
+            rng.standard_normal((40, 1)).astype(np.float32))
+    _fit(_compiled(0), data, tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as good:
+        arrays = {k: good[k] for k in good.files}
+    state = json.loads(str(arrays["fit/state"]))
+    del state["early_stopping"]["wait"]
+    damaged = {"iterations": dict(arrays, **{"optimizer/iterations": np.array(-3)}),
+               "early_stopping/wait": dict(arrays, **{"fit/state": np.array(json.dumps(state))})}
+    for what, contents in damaged.items():
+        np.savez(tmp_path / "bad.npz", **contents)
+        model = _compiled(7)
+        before = model.get_weights()
+        with pytest.raises(ValueError, match=what):
+            _fit(model, data, tmp_path / "bad.npz", resume=True)
+        assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items()), what
 
 
 # --- PyTorch --------------------------------------------------------------------------------

@@ -66,9 +66,13 @@ class Optimizer:
         return out
 
     def check_state(self, state, params, where):
-        """Raise ValueError if `state` does not fit these weights; return the slots."""
+        """Raise ValueError if `state` does not fit these weights; return (iterations, slots)."""
         if "iterations" not in state:
             raise ValueError(f"{where}: optimizer state has no 'iterations'")
+        iterations = state["iterations"]
+        if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
+            raise ValueError(f"{where}: optimizer state 'iterations' must be a non-negative "
+                             f"integer scalar, got {iterations.dtype} {iterations.shape}")
         slots = {}
         for key, array in state.items():
             if key == "iterations":
@@ -84,7 +88,7 @@ class Optimizer:
                                  f"{array.shape}, but weight {params[int(index)].name} is "
                                  f"{value.dtype} {value.shape}")
             slots[(name, int(index))] = array
-        return slots
+        return int(iterations), slots
 
     def set_state(self, iterations, slots, params):
         """Install checked state (see check_state) on the weights' device."""

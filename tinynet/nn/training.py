@@ -283,10 +283,15 @@ def load_checkpoint(model, path, config, early_stopping):
                          f"model is compiled with {type(model.optimizer).__name__}")
     optimizer_state = {k[len("optimizer/"):]: v for k, v in arrays.items()
                        if k.startswith("optimizer/") and k != "optimizer/kind"}
-    slots = model.optimizer.check_state(optimizer_state, model._params, f"{what}: {path!r}")
+    iterations, slots = model.optimizer.check_state(optimizer_state, model._params,
+                                                    f"{what}: {path!r}")
     try:
         state = json.loads(str(arrays["fit/state"]))
         missing = [k for k in _STATE_KEYS if k not in state]
+        stopping = state["early_stopping"] if not missing else None
+        if stopping is not None:
+            missing += [f"early_stopping/{k}" for k in ("best", "best_epoch", "wait")
+                        if k not in stopping]
         if missing:
             raise ValueError(f"missing entries {missing}")
         rng = np.random.default_rng()
@@ -307,7 +312,7 @@ def load_checkpoint(model, path, config, early_stopping):
         best = io.check_weights(model._named, best, path, f"{what} (best weights)")
     # everything checked: restore
     model._assign(weights)
-    model.optimizer.set_state(int(optimizer_state["iterations"]), slots, model._params)
+    model.optimizer.set_state(iterations, slots, model._params)
     model._rng = rng
     if early_stopping is not None and state["early_stopping"] is not None:
         early_stopping.set_state(state["early_stopping"], best)
