@@ -158,6 +158,22 @@ def test_embedding_gradient_and_frozen(rng):
     assert frozen.embeddings.grad is None
 
 
+def test_an_untyped_input_read_by_an_embedding_takes_ids(rng):
+    # nn.Input((4,)) without dtype= feeding an Embedding takes the ids as integers, as
+    # Sequential does (they were cast to float and refused by the Embedding)
+    ids = rng.integers(0, 6, (3, 4))
+    table = rng.standard_normal((6, 2)).astype(np.float32)
+
+    def model(words):
+        pooled = nn.GlobalPool1D("mean")(nn.Embedding.from_pretrained(table)(words))
+        return nn.Model(words, pooled)
+    untyped, typed = model(nn.Input((4,))), model(nn.Input((4,), dtype="int64"))
+    np.testing.assert_array_equal(untyped.predict(ids), typed.predict(ids))
+    np.testing.assert_allclose(untyped.predict(ids), table[ids].mean(1), rtol=1e-6)
+    with pytest.raises(ValueError, match="integer ids"):
+        untyped.predict(ids.astype(np.float32))
+
+
 @pytest.mark.parametrize("mode", ["mean", "max", "min"])
 def test_pooling_gradients(rng, mode):
     layer = nn.GlobalPool1D(mode)

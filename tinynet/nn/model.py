@@ -46,8 +46,16 @@ class Model:
             if not isinstance(t, Tensor):
                 raise ValueError(f"Model(inputs, outputs) takes symbolic tensors (nn.Input and "
                                  f"layer outputs), got {type(t).__name__}")
-        self._input_dtypes = [t.dtype for t in inputs]
-        self._build(Program.from_graph(inputs, outputs), name)
+        program = Program.from_graph(inputs, outputs)
+        # an Input without a dtype takes integer ids when only Embeddings read it (as in
+        # Sequential); otherwise the model's float dtype
+        readers = [[layer for layer, ins, _ in program.steps if k in ins]
+                   for k in range(len(inputs))]
+        self._input_dtypes = [
+            np.dtype(np.int64) if t.dtype is None and found
+            and all(isinstance(layer, Embedding) for layer in found) else t.dtype
+            for t, found in zip(inputs, readers)]
+        self._build(program, name)
 
     # --- structure ----------------------------------------------------------------------
 
