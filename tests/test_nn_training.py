@@ -47,7 +47,8 @@ def test_loss_values_against_formulas(rng):
 def test_loss_gradients(rng, loss):
     pred = rng.uniform(0.1, 0.9, (4, 3))
     target = (rng.uniform(size=(4, 3)) > 0.5).astype(np.float64)
-    _, grad = loss.value_and_grad(pred, target)
+    value, grad = loss.value_and_grad(pred, target)
+    assert value == pytest.approx(loss(pred, target), rel=1e-12)     # the metric's path
     np.testing.assert_allclose(grad, numeric_loss_grad(loss, pred, target), rtol=1e-6, atol=1e-9)
 
 

@@ -56,35 +56,45 @@ class Loss:
     name = "loss"
 
     def __call__(self, pred, target):
+        """The value alone (how metrics call a loss)."""
         return self.value_and_grad(pred, target)[0]
 
     def __repr__(self):
         return f"<{self.name} loss>"
 
 
+def _mean_square(name, pred, target):
+    """(mean of (pred - target)^2, pred - target)."""
+    check_shapes(name, pred, target)
+    diff = pred - target
+    flat = diff.reshape(-1)
+    # vdot: one call for the sum of squares (0.4 us, against 1.5 for (diff * diff).sum())
+    return float(array_module(diff).vdot(flat, flat)) / max(diff.size, 1), diff
+
+
 class MSE(Loss):
     name = "mse"
 
+    def __call__(self, pred, target):
+        return _mean_square(self.name, pred, target)[0]
+
     def value_and_grad(self, pred, target):
-        check_shapes(self.name, pred, target)
-        diff = pred - target
-        n = max(diff.size, 1)
-        flat = diff.reshape(-1)
-        # vdot: one call for the sum of squares (0.4 us, against 1.5 for (diff * diff).sum())
-        return float(array_module(diff).vdot(flat, flat)) / n, diff * (2.0 / n)
+        value, diff = _mean_square(self.name, pred, target)
+        return value, diff * (2.0 / max(diff.size, 1))
 
 
 class RMSE(Loss):
     name = "rmse"
 
+    def __call__(self, pred, target):
+        return float(np.sqrt(_mean_square(self.name, pred, target)[0]))
+
     def value_and_grad(self, pred, target):
-        check_shapes(self.name, pred, target)
-        diff = pred - target
-        n = max(diff.size, 1)
-        value = float(np.sqrt(float((diff * diff).sum()) / n))
+        mean_square, diff = _mean_square(self.name, pred, target)
+        value = float(np.sqrt(mean_square))
         if value == 0.0:
             return 0.0, diff * 0
-        return value, diff * (1.0 / (n * value))
+        return value, diff * (1.0 / (max(diff.size, 1) * value))
 
 
 class BinaryCrossentropy(Loss):
