@@ -111,8 +111,7 @@ def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
 
 
 def _gradient(op, ctx, backend, index, name, g):
-    if g is None:
-        return None
+    """g (not None) checked against the forward's output `index`; on the backend's device."""
     if type(g) is not backend.NATIVE_ARRAY:
         g = backend.asarray(g)
     expected = tuple(ctx.outputs[index].shape)
@@ -266,15 +265,21 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
               forget_bias=0.0, *, backend=None):
     """One LSTM step: h1, c1, ctx. Gates z = x @ w_ih + h @ w_hh + b, blocks i, f, g, o."""
     op = "lstm_cell"
-    be = resolve(backend, op, x, w_hh)
+    be = LOADED.get(backend)            # as in dense()
+    if be is None:
+        be = resolve(backend, op, x, w_hh)
     native = be.NATIVE_ARRAY
     if not (type(x) is native and type(h) is native and type(c) is native
             and type(w_ih) is native and type(w_hh) is native and type(b) is native):
         x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    act = canonical(activation, "activation", op)
-    rec = canonical(recurrent_activation, "recurrent_activation", op)
-    forget_bias = _forget_bias(op, forget_bias)
+    try:
+        act, rec = ALIASES[activation], ALIASES[recurrent_activation]
+    except (KeyError, TypeError):
+        act = canonical(activation, "activation", op)
+        rec = canonical(recurrent_activation, "recurrent_activation", op)
+    if type(forget_bias) is not float:
+        forget_bias = _forget_bias(op, forget_bias)
     shape = getattr(x, "shape", ())
     if not (len(shape) == 2 and _lstm_fast_ok(x.dtype, shape[0], shape[1], h, c, w_ih, w_hh, b)):
         _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
@@ -293,10 +298,12 @@ def lstm_cell_backward(ctx, dh1, dc1=None):
     if type(ctx) is not Context or ctx[0] != "lstm_cell":
         _wrong_context(op, ctx, "lstm_cell")
     be = ctx[1]
-    dh1 = _gradient(op, ctx, be, 0, "dh1", dh1)
-    dc1 = _gradient(op, ctx, be, 1, "dc1", dc1)
+    if dh1 is not None:
+        dh1 = _gradient(op, ctx, be, 0, "dh1", dh1)
+    if dc1 is not None:
+        dc1 = _gradient(op, ctx, be, 1, "dc1", dc1)
     try:
-        return be.lstm_cell_backward(ctx.saved, dh1, dc1)
+        return be.lstm_cell_backward(ctx[2], dh1, dc1)
     except Exception as error:
         _backward_failed(op, ctx, error)
 
