@@ -83,13 +83,25 @@ def _expect(op, name, a, expected, symbols, fix=""):
 
 
 def _forget_bias(op, value):
-    if type(value) is float:
-        return value
+    """A forget_bias that is not a float, as a float; refused unless a real number."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                         np.floating)):
         _fail(op, f"forget_bias must be a real number, got {value!r} of type "
                   f"{type(value).__name__}")
     return float(value)
+
+
+def _lstm_options(op, activation, recurrent_activation, forget_bias):
+    """The canonical activation names and forget_bias as a float; known names and a float
+    forget_bias pass without a further call."""
+    try:
+        act, rec = ALIASES[activation], ALIASES[recurrent_activation]
+    except (KeyError, TypeError):
+        act = canonical(activation, "activation", op)
+        rec = canonical(recurrent_activation, "recurrent_activation", op)
+    if type(forget_bias) is not float:
+        forget_bias = _forget_bias(op, forget_bias)
+    return act, rec, forget_bias
 
 
 def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
@@ -273,13 +285,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
             and type(w_ih) is native and type(w_hh) is native and type(b) is native):
         x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    try:
-        act, rec = ALIASES[activation], ALIASES[recurrent_activation]
-    except (KeyError, TypeError):
-        act = canonical(activation, "activation", op)
-        rec = canonical(recurrent_activation, "recurrent_activation", op)
-    if type(forget_bias) is not float:
-        forget_bias = _forget_bias(op, forget_bias)
+    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias)
     shape = getattr(x, "shape", ())
     if not (len(shape) == 2 and _lstm_fast_ok(x.dtype, shape[0], shape[1], h, c, w_ih, w_hh, b)):
         _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
@@ -345,13 +351,7 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
         h0 = None if h0 is None else be.asarray(h0)
         c0 = None if c0 is None else be.asarray(c0)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    try:
-        act, rec = ALIASES[activation], ALIASES[recurrent_activation]
-    except (KeyError, TypeError):
-        act = canonical(activation, "activation", op)
-        rec = canonical(recurrent_activation, "recurrent_activation", op)
-    if type(forget_bias) is not float:
-        forget_bias = _forget_bias(op, forget_bias)
+    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias)
     shape = getattr(xs, "shape", ())
     if not (len(shape) == 3
             and _lstm_fast_ok(xs.dtype, shape[0], shape[2], h0, c0, w_ih, w_hh, b)):
