@@ -3,6 +3,7 @@ paths (tiny loops, BLAS) on each side of every threshold, determinism, memory la
 read-only inputs, zero-size batches, NaN propagation, and that `import tinynet` leaves Numba
 alone."""
 
+import os
 import subprocess
 import sys
 
@@ -322,3 +323,25 @@ def test_import_tinynet_does_not_import_numba():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd="/")
     assert result.returncode == 0, result.stderr
+
+
+def test_kernels_are_compiled_once_per_machine(tmp_path):
+    # the first process compiles and writes Numba's disk cache; a second one loads it and
+    # writes nothing (it would rewrite the cache files if it compiled again)
+    code = ("import numpy as np; from tinynet import ops\n"
+            "x = np.ones((4, 3), np.float32); w = np.ones((3, 2), np.float32)\n"
+            "y, ctx = ops.dense(x, w, None, 'tanh', backend='numba-cpu')\n"
+            "ops.dense_backward(ctx, y)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def run_and_list():
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                cwd="/", env=env)
+        assert result.returncode == 0, result.stderr
+        return {p.relative_to(tmp_path): p.stat().st_mtime_ns for p in tmp_path.rglob("*")
+                if p.is_file()}
+
+    first = run_and_list()
+    written = {p.name.split("-")[0] for p in first if p.suffix == ".nbc"}
+    assert {"dense.forward_loops", "dense.backward_loops"} <= written, sorted(first)
+    assert run_and_list() == first, "the second process compiled again"
