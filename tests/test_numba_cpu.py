@@ -248,25 +248,26 @@ def test_nan_and_inf_propagate_like_numpy(rng, path):
 # --- the float32 activations of the CPU kernels (kernels/numba_math.py cpu_activate) ---
 
 def _activation_inputs():
-    """float32 inputs over the whole range: dense, tiny of both signs (the tanh series below
-    1/16 and the 1 - e formula above it), and the special values."""
-    return np.concatenate([np.linspace(-20, 20, 40_001), np.geomspace(1e-30, 1, 20_001),
-                           -np.geomspace(1e-30, 1, 20_001), [0.0625, -0.0625, 1e30, -1e30],
+    """float32 inputs over the whole range: dense, densest around the tanh's switch from its
+    series to the 1 - e formula at |z| = 1/4 (its worst error is just above it), tiny of both
+    signs, and the special values."""
+    return np.concatenate([np.linspace(-20, 20, 40_001), np.linspace(-1, 1, 400_001),
+                           np.geomspace(1e-30, 1, 20_001), -np.geomspace(1e-30, 1, 20_001),
+                           [0.25, -0.25, 1e30, -1e30],
                            [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 def test_float32_activations_within_four_ulp(path, activation):
-    # x (n, 1) @ [[1]] is exact, so y is the activation itself; rows go in chunks small enough
-    # for the loops path, which computes the activation in compiled code (the BLAS path hands
-    # tanh to NumPy)
+    # x (n, 1) @ [[1]] is exact, so y is the activation itself, computed in compiled code on
+    # the loops path (the BLAS path hands tanh to NumPy, sigmoid's exp too)
     x = _activation_inputs()
     exact = {"tanh": np.tanh, "sigmoid": lambda v: 0.5 + 0.5 * np.tanh(0.5 * v)}[activation]
     ref = exact(x.astype(np.float64))
     one = np.ones((1, 1), np.float32)
     got = np.concatenate([ops.dense(chunk[:, None], one, None, activation,
                                     backend="numba-cpu")[0][:, 0]
-                          for chunk in np.array_split(x, 20)])
+                          for chunk in np.array_split(x, 8)])
     finite = ~np.isnan(ref)
     ulp = np.spacing(np.abs(ref[finite]).astype(np.float32)).astype(np.float64)
     error_in_ulp = np.abs(got[finite] - ref[finite]) / ulp
