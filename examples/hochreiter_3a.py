@@ -19,8 +19,8 @@ What differs, and why:
   the constant TensorFlow adds to that gate at every step. The seed that asked about this
   experiment found 1.0 failed and needed about 2.1 (at T=50); a forget gate held near 1
   (sigmoid(5) = 0.993, sigmoid(10) = 0.99995) comes closest to the paper's gateless cell,
-  so the default is 5 (it did best in our runs; see the README); --forget-bias 0,1,2.1,5,10
-  compares several.
+  so the default is 5 (it did best in the README's forget_bias sweep); --forget-bias
+  0,1,2.1,5,10 compares several.
 - The paper squashes the cell input with g in [-2, 2] and the cell output with h in
   [-1, 1]; those are not among tinynet's activations, so both are tanh here (range [-1, 1]).
 - The paper truncates the gradient flow outside the cells; we backpropagate through time

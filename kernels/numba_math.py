@@ -5,8 +5,8 @@ Reference: tinynet/backends/numpy_ref.py (activate, activation_grad, sigmoid).
 Codes: tinynet/_activations.py CODES (0 linear, 1 relu, 2 sigmoid, 3 tanh).
 
 The same source is built per float type: constants are made of the argument's own type, so
-a float32 kernel never computes in float64 (one exception, below). Plain Python callers (the
-simulator) get the float64 build; compiled callers get the overload for their type.
+a float32 kernel never computes in float64. Plain Python callers (the simulator) get the
+float64 build; compiled callers get the overload for their type.
 
 `cpu_activate` is `activate` for the CPU kernels: the same source, except that float32 tanh
 is `_tanh_float32`, built on expf, because the C library's scalar tanhf is the slowest part
