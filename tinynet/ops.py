@@ -91,15 +91,15 @@ def _forget_bias(op, value):
     return float(value)
 
 
-def _lstm_options(op, activation, recurrent_activation, forget_bias):
-    """The canonical activation names and forget_bias as a float; known names and a float
-    forget_bias pass without a further call."""
+def _lstm_options(op, activation, recurrent_activation, forget_bias, stack=False):
+    """The canonical activation names and forget_bias as a float (a stack's is checked with
+    its M); known names and a float forget_bias pass without a further call."""
     try:
         act, rec = ALIASES[activation], ALIASES[recurrent_activation]
     except (KeyError, TypeError):
         act = canonical(activation, "activation", op)
         rec = canonical(recurrent_activation, "recurrent_activation", op)
-    if type(forget_bias) is not float:
+    if type(forget_bias) is not float and not stack:
         forget_bias = _forget_bias(op, forget_bias)
     return act, rec, forget_bias
 
@@ -120,6 +120,208 @@ def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
         "PyTorch has two biases: pass bias_ih + bias_hh" if b.ndim == 1 else "")
     _expect(op, "b", b, (4 * hidden,), "(4*H,)", fix)
     return hidden
+
+
+# --- stacks and lengths (API.md "Stacks of models", "Sequences of different lengths") ---
+# What every backend needs is done here, once: stacked shapes checked, forget_bias as an
+# (M,) array of the data's dtype, lengths as an (M, batch) int32 array, None states and
+# gradients as zeros. A backend's stack_* functions get complete arrays. A single-model LSTM
+# with lengths runs as a stack of one.
+
+def _stacked(op, name, a, models, tail, symbols, made_by, data=True):
+    """a must be (M,) + tail; made_by names the weight that made the call a stack."""
+    expected = (models,) + tuple(tail)
+    shape = tuple(a.shape)
+    if shape == expected:
+        return
+    if len(shape) == len(tail):
+        how = (f"for data shared by all models pass np.broadcast_to({name}, ({models},) + "
+               f"{name}.shape) (no copy)" if data else
+               f"give each model its own {name} and combine them with np.stack")
+        _fail(op, f"{name} must be {symbols} = {_shape(expected)}, got {_shape(shape)}, with "
+                  f"no models axis: {made_by} is a stack of M = {models} models (its first "
+                  f"axis), so every argument has a leading models axis; {how}")
+    if len(shape) != len(tail) + 1:
+        _fail(op, f"{name} must be {len(tail) + 1}-D {symbols}, got a {len(shape)}-D array of "
+                  f"shape {_shape(shape)}")
+    if shape[0] != models:
+        _fail(op, f"{name} has {shape[0]} models on its first axis, but {made_by} has "
+                  f"M = {models}: every argument of a stack has the same leading M")
+    _fail(op, f"{name} must be {symbols} = {_shape(expected)}, got {_shape(shape)}")
+
+
+def _host(a):
+    """An array-like on the host (a small argument such as lengths or forget_bias)."""
+    if hasattr(a, "__cuda_array_interface__"):
+        import tinynet
+        return tinynet.to_numpy(a)
+    return np.asarray(a)
+
+
+def _forget_bias_per_model(op, value, models, dtype):
+    """forget_bias, a real number or one per model, as a host array (M,) of dtype."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return np.full(models, _forget_bias(op, value), dtype)
+    host = _host(value)
+    if host.dtype.kind not in "iuf":
+        _fail(op, f"forget_bias must be a real number or an array (M,) of real numbers, got "
+                  f"{value!r}")
+    if host.shape != (models,):
+        _fail(op, f"forget_bias must be a number or one per model, (M,) = ({models},), got an "
+                  f"array of shape {_shape(host.shape)}")
+    return host.astype(dtype)
+
+
+def _lengths(op, lengths, expected, steps):
+    """lengths as a host int32 array of shape `expected`, each in 0..steps."""
+    symbols = "(batch,)" if len(expected) == 1 else "(M, batch)"
+    host = _host(lengths)
+    if host.dtype.kind not in "iu":
+        _fail(op, f"lengths must be integers {symbols}, got dtype {host.dtype}"
+                  + (": convert with lengths.astype(np.int64) if the values are whole"
+                     if host.dtype.kind == "f" else ""))
+    if host.shape != tuple(expected):
+        _fail(op, f"lengths must be {symbols} = {_shape(expected)}, one per sequence, got "
+                  f"{_shape(host.shape)}")
+    if host.size and (host.min() < 0 or host.max() > steps):
+        bad = host[(host < 0) | (host > steps)]
+        _fail(op, f"lengths must be in 0..steps = 0..{steps}, got {int(bad.flat[0])}")
+    return np.ascontiguousarray(host, np.int32)
+
+
+def _stack_arrays(be, arrays):
+    """Each array on the backend's device (None stays None)."""
+    return [None if a is None else be.asarray(a) for a in arrays]
+
+
+def _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b):
+    """Check the stacked w_hh (M, H, 4H), w_ih (M, in, 4H), b (M, 4H); return H."""
+    hidden = w_hh.shape[1]
+    if w_hh.shape[2] != 4 * hidden:
+        _fail(op, f"w_hh must be (M, H, 4*H) with gate blocks i, f, g, o, got "
+                  f"{_shape(w_hh.shape)}: an LSTM of H units has 4*H gate columns")
+    _stacked(op, "w_ih", w_ih, models, (n_in, 4 * hidden), "(M, in, 4*H)", "w_hh", data=False)
+    _stacked(op, "b", b, models, (4 * hidden,), "(M, 4*H)", "w_hh", data=False)
+    return hidden
+
+
+def _stack_backward(op, ctx, names, grads):
+    """The output gradients of a stack's backward: checked, None as zeros."""
+    be, outputs, dtype = ctx[1], ctx[3], ctx[4]
+    filled = []
+    for index, (name, g) in enumerate(zip(names, grads)):
+        filled.append(be.zeros(tuple(outputs[index].shape), dtype) if g is None
+                      else _gradient(op, ctx, be, index, name, g))
+    return filled
+
+
+def _dense_stack(be, x, w, b, act):
+    op = "dense"
+    x, w, b = _stack_arrays(be, (x, w, b))
+    dtype = _float_dtype(op, "x", x)
+    _same_dtype(op, dtype, "x", (("w", w), ("b", b)))
+    models, n_in = w.shape[0], w.shape[1]
+    if x.ndim != 3:
+        _stacked(op, "x", x, models, (x.shape[0] if x.ndim else 0, n_in), "(M, batch, in)", "w")
+    _stacked(op, "x", x, models, (x.shape[1], n_in), "(M, batch, in)", "w")
+    if b is not None:
+        _stacked(op, "b", b, models, (w.shape[2],), "(M, out)", "w", data=False)
+    try:
+        y, saved = be.stack_dense_forward(x, w, b, act)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory(op, be, error, (("x", x), ("w", w)))
+    return y, Context(("dense stack", be, saved, (y,), dtype))
+
+
+def _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias):
+    op = "lstm_cell"
+    x, h, c, w_ih, w_hh, b = _stack_arrays(be, (x, h, c, w_ih, w_hh, b))
+    dtype = _float_dtype(op, "x", x)
+    _same_dtype(op, dtype, "x", (("h", h), ("c", c), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
+    models = w_hh.shape[0]
+    if x.ndim != 3:
+        _stacked(op, "x", x, models, (x.shape[0] if x.ndim else 0, w_ih.shape[-2]),
+                 "(M, batch, in)", "w_hh")
+    batch, n_in = x.shape[1], x.shape[2]
+    hidden = _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b)
+    _stacked(op, "x", x, models, (batch, n_in), "(M, batch, in)", "w_hh")
+    _stacked(op, "h", h, models, (batch, hidden), "(M, batch, H)", "w_hh")
+    _stacked(op, "c", c, models, (batch, hidden), "(M, batch, H)", "w_hh")
+    forget_bias = be.asarray(_forget_bias_per_model(op, forget_bias, models, dtype))
+    try:
+        h1, c1, saved = be.stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec,
+                                                   forget_bias)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory(op, be, error, (("x", x), ("h", h), ("w_ih", w_ih), ("w_hh", w_hh)))
+    return h1, c1, Context(("lstm_cell stack", be, saved, (h1, c1), dtype))
+
+
+def _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths):
+    op = "lstm"
+    xs, h0, c0, w_ih, w_hh, b = _stack_arrays(be, (xs, h0, c0, w_ih, w_hh, b))
+    dtype = _float_dtype(op, "xs", xs)
+    _same_dtype(op, dtype, "xs",
+                (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
+    models = w_hh.shape[0]
+    if xs.ndim != 4:
+        fix = ""
+        if xs.ndim == 3 and xs.shape[0] == models:
+            fix = ": a sequence batch is (M, batch, steps, features): use xs[..., None] for one "\
+                  "feature"
+        elif xs.ndim == 3:
+            fix = (f": for sequences shared by all models pass np.broadcast_to(xs, ({models},) "
+                   "+ xs.shape) (no copy)")
+        _fail(op, f"xs must be 4-D (M, batch, steps, in) since w_hh is a stack of M = {models} "
+                  f"models, got a {xs.ndim}-D array of shape {_shape(xs.shape)}{fix}")
+    batch, steps, n_in = xs.shape[1:]
+    _stacked(op, "xs", xs, models, (batch, steps, n_in), "(M, batch, steps, in)", "w_hh")
+    hidden = _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b)
+    state = (models, batch, hidden)
+    if h0 is None:
+        h0 = be.zeros(state, dtype)
+    else:
+        _stacked(op, "h0", h0, models, (batch, hidden), "(M, batch, H)", "w_hh")
+    if c0 is None:
+        c0 = be.zeros(state, dtype)
+    else:
+        _stacked(op, "c0", c0, models, (batch, hidden), "(M, batch, H)", "w_hh")
+    forget_bias = be.asarray(_forget_bias_per_model(op, forget_bias, models, dtype))
+    if lengths is None:
+        lengths = np.full((models, batch), steps, np.int32)
+    else:
+        lengths = _lengths(op, lengths, (models, batch), steps)
+    return _run_lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias,
+                           be.asarray(lengths), "lstm stack")
+
+
+def _run_lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, kind):
+    try:
+        hs, hT, cT, saved = be.stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec,
+                                                  forget_bias, lengths)
+    except Exception as error:
+        if not _is_out_of_memory(error):
+            raise
+        _out_of_memory("lstm", be, error, (("xs", xs), ("w_ih", w_ih), ("w_hh", w_hh)))
+    if kind == "lstm lengths":       # one model, run as a stack of one
+        hs, hT, cT = hs[0], hT[0], cT[0]
+    return hs, hT, cT, Context((kind, be, saved, (hs, hT, cT), xs.dtype))
+
+
+def _lstm_with_lengths(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths):
+    """One model's (checked) LSTM with lengths: a stack of one."""
+    batch, steps = xs.shape[0], xs.shape[1]
+    hidden = w_hh.shape[0]
+    lengths = be.asarray(_lengths("lstm", lengths, (batch,), steps)[None])
+    dtype = xs.dtype
+    h0 = be.zeros((1, batch, hidden), dtype) if h0 is None else h0[None]
+    c0 = be.zeros((1, batch, hidden), dtype) if c0 is None else c0[None]
+    forget_bias = be.asarray(np.full(1, forget_bias, dtype))
+    return _run_lstm_stack(be, xs[None], h0, c0, w_ih[None], w_hh[None], b[None], act, rec,
+                           forget_bias, lengths, "lstm lengths")
 
 
 def _gradient(op, ctx, backend, index, name, g):
@@ -215,6 +417,8 @@ def dense(x, w, b=None, activation="linear", *, backend=None):
     if not ((dtype is _F32 or dtype is _F64) and w.dtype is dtype and len(x_shape) == 2
             and len(w_shape) == 2 and w_shape[0] == x_shape[1]
             and (b is None or (b.dtype is dtype and b.shape == (w_shape[1],)))):
+        if len(w_shape) == 3:
+            return _dense_stack(be, x, w, b, act)
         _check_dense("dense", x, w, b)
     try:
         y, saved = be.dense_forward(x, w, b, act)
@@ -229,6 +433,12 @@ def dense_backward(ctx, dy):
     """dx, dw, db (db is None when the forward had no bias)."""
     op = "dense_backward"
     if type(ctx) is not Context or ctx[0] != "dense":
+        if type(ctx) is Context and ctx[0] == "dense stack":
+            try:
+                return ctx[1].stack_dense_backward(ctx[2], *_stack_backward(op, ctx, ("dy",),
+                                                                            (dy,)))
+            except Exception as error:
+                _backward_failed(op, ctx, error)
         _wrong_context(op, ctx, "dense")
     be = ctx[1]
     # the common case (a native array of the right dtype and shape) tested inline
@@ -285,9 +495,12 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
             and type(w_ih) is native and type(w_hh) is native and type(b) is native):
         x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias)
+    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias,
+                                          getattr(w_hh, "ndim", 0) == 3)
     shape = getattr(x, "shape", ())
     if not (len(shape) == 2 and _lstm_fast_ok(x.dtype, shape[0], shape[1], h, c, w_ih, w_hh, b)):
+        if getattr(w_hh, "ndim", 0) == 3:
+            return _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
         _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
     try:
         h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
@@ -302,6 +515,12 @@ def lstm_cell_backward(ctx, dh1, dc1=None):
     """dx, dh, dc, dw_ih, dw_hh, db."""
     op = "lstm_cell_backward"
     if type(ctx) is not Context or ctx[0] != "lstm_cell":
+        if type(ctx) is Context and ctx[0] == "lstm_cell stack":
+            try:
+                return ctx[1].stack_lstm_cell_backward(
+                    ctx[2], *_stack_backward(op, ctx, ("dh1", "dc1"), (dh1, dc1)))
+            except Exception as error:
+                _backward_failed(op, ctx, error)
         _wrong_context(op, ctx, "lstm_cell")
     be = ctx[1]
     if dh1 is not None:
@@ -337,8 +556,9 @@ def _check_lstm(op, xs, h0, c0, w_ih, w_hh, b):
 
 
 def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sigmoid",
-         forget_bias=0.0, *, backend=None):
-    """The whole sequence: hs (batch, steps, H), hT, cT, ctx. h0/c0 None means zeros."""
+         forget_bias=0.0, lengths=None, *, backend=None):
+    """The whole sequence: hs (batch, steps, H), hT, cT, ctx. h0/c0 None means zeros.
+    lengths (batch,) of ints: the valid steps of each sequence (None: all)."""
     op = "lstm"
     be = LOADED.get(backend)            # as in dense()
     if be is None:
@@ -351,11 +571,17 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
         h0 = None if h0 is None else be.asarray(h0)
         c0 = None if c0 is None else be.asarray(c0)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias)
+    stack = getattr(w_hh, "ndim", 0) == 3
+    act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias,
+                                          stack)
     shape = getattr(xs, "shape", ())
     if not (len(shape) == 3
             and _lstm_fast_ok(xs.dtype, shape[0], shape[2], h0, c0, w_ih, w_hh, b)):
+        if stack:
+            return _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths)
         _check_lstm(op, xs, h0, c0, w_ih, w_hh, b)
+    if lengths is not None:
+        return _lstm_with_lengths(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths)
     try:
         hs, hT, cT, saved = be.lstm_forward(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
     except Exception as error:
@@ -369,6 +595,8 @@ def lstm_backward(ctx, dhs, dhT=None, dcT=None):
     """dxs, dh0, dc0, dw_ih, dw_hh, db (dh0/dc0 also when h0/c0 were None)."""
     op = "lstm_backward"
     if type(ctx) is not Context or ctx[0] != "lstm":
+        if type(ctx) is Context and ctx[0] in ("lstm stack", "lstm lengths"):
+            return _lstm_stack_backward(op, ctx, dhs, dhT, dcT)
         _wrong_context(op, ctx, "lstm")
     be = ctx[1]
     if dhs is not None:
@@ -381,3 +609,16 @@ def lstm_backward(ctx, dhs, dhT=None, dcT=None):
         return be.lstm_backward(ctx[2], dhs, dhT, dcT)
     except Exception as error:
         _backward_failed(op, ctx, error)
+
+
+def _lstm_stack_backward(op, ctx, dhs, dhT, dcT):
+    be = ctx[1]
+    grads = _stack_backward(op, ctx, ("dhs", "dhT", "dcT"), (dhs, dhT, dcT))
+    one_model = ctx[0] == "lstm lengths"
+    if one_model:
+        grads = [g[None] for g in grads]
+    try:
+        results = be.stack_lstm_backward(ctx[2], *grads)
+    except Exception as error:
+        _backward_failed(op, ctx, error)
+    return tuple(r[0] for r in results) if one_model else results

@@ -70,12 +70,24 @@ def activation_grad(name, y):
 
 
 # --- dense ---------------------------------------------------------------------------
+# Every function below is written for any number of leading models axes: x (..., batch, in)
+# with w (..., in, out). One model has none; a stack (shared/API.md, "Stacks of models") has
+# one, M. NumPy's matmul maps over the leading axes, so each model only meets its own weights.
+
+def _t(a):
+    """The matrix transpose of each model's (rows, cols) block."""
+    return np.swapaxes(a, -1, -2)
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype)
+
 
 def dense_forward(x, w, b, activation):
-    # x (batch, in), w (in, out), b (out,) or None -> y (batch, out)
+    # x (..., batch, in), w (..., in, out), b (..., out) or None -> y (..., batch, out)
     z = x @ w
     if b is not None:
-        z = z + b
+        z = z + b[..., None, :]
     y = activate(activation, z)
     return y, (x, w, b is not None, activation, y)
 
@@ -84,23 +96,23 @@ def dense_backward(saved, dy):
     x, w, has_bias, activation, y = saved
     if dy is None:
         dy = np.zeros_like(y)
-    dz = dy * activation_grad(activation, y)          # (batch, out)
-    dx = dz @ w.T                                     # (batch, in)
-    dw = x.T @ dz                                     # (in, out)
-    db = dz.sum(axis=0) if has_bias else None         # (out,)
+    dz = dy * activation_grad(activation, y)          # (..., batch, out)
+    dx = dz @ _t(w)                                   # (..., batch, in)
+    dw = _t(x) @ dz                                   # (..., in, out)
+    db = dz.sum(axis=-2) if has_bias else None        # (..., out)
     return dx, dw, db
 
 
 # --- LSTM cell -----------------------------------------------------------------------
 
 def _cell_step(x_proj, h, c, w_hh, activation, recurrent_activation, forget_bias):
-    """One step from the input projection x_proj = x @ w_ih + b (batch, 4H)."""
-    hidden = w_hh.shape[0]
-    z = x_proj + h @ w_hh                               # (batch, 4H): blocks i, f, g, o
-    i = activate(recurrent_activation, z[:, :hidden])
-    f = activate(recurrent_activation, z[:, hidden:2 * hidden] + forget_bias)
-    g = activate(activation, z[:, 2 * hidden:3 * hidden])
-    o = activate(recurrent_activation, z[:, 3 * hidden:])
+    """One step from the input projection x_proj = x @ w_ih + b (..., batch, 4H)."""
+    hidden = w_hh.shape[-2]
+    z = x_proj + h @ w_hh                               # (..., batch, 4H): blocks i, f, g, o
+    i = activate(recurrent_activation, z[..., :hidden])
+    f = activate(recurrent_activation, z[..., hidden:2 * hidden] + forget_bias)
+    g = activate(activation, z[..., 2 * hidden:3 * hidden])
+    o = activate(recurrent_activation, z[..., 3 * hidden:])
     c1 = f * c + i * g
     tanh_c1 = activate(activation, c1)   # a(c1); named for the usual a = tanh
     h1 = o * tanh_c1
@@ -108,7 +120,7 @@ def _cell_step(x_proj, h, c, w_hh, activation, recurrent_activation, forget_bias
 
 
 def _cell_step_backward(dh1, dc1, c, gates, activation, recurrent_activation):
-    """Gradient of the gate pre-activations z (batch, 4H) and of c, for one step."""
+    """Gradient of the gate pre-activations z (..., batch, 4H) and of c, for one step."""
     i, f, g, o, tanh_c1 = gates
     do = dh1 * tanh_c1
     dc1 = dc1 + dh1 * o * activation_grad(activation, tanh_c1)
@@ -117,15 +129,16 @@ def _cell_step_backward(dh1, dc1, c, gates, activation, recurrent_activation):
         dc1 * c * activation_grad(recurrent_activation, f),
         dc1 * i * activation_grad(activation, g),
         do * activation_grad(recurrent_activation, o),
-    ], axis=1)
+    ], axis=-1)
     return dz, dc1 * f
 
 
 def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # x (batch, in), h and c (batch, H), w_ih (in, 4H), w_hh (H, 4H), b (4H,)
-    forget_bias = x.dtype.type(forget_bias)
-    h1, c1, gates = _cell_step(x @ w_ih + b, h, c, w_hh, activation, recurrent_activation,
-                               forget_bias)
+    # x (..., batch, in), h and c (..., batch, H), w_ih (..., in, 4H), w_hh (..., H, 4H),
+    # b (..., 4H); forget_bias a number, or (..., 1, 1) per model
+    forget_bias = np.asarray(forget_bias, x.dtype)
+    h1, c1, gates = _cell_step(x @ w_ih + b[..., None, :], h, c, w_hh, activation,
+                               recurrent_activation, forget_bias)
     return h1, c1, (x, h, c, w_ih, w_hh, gates, activation, recurrent_activation)
 
 
@@ -136,55 +149,108 @@ def lstm_cell_backward(saved, dh1, dc1):
     if dc1 is None:
         dc1 = np.zeros_like(c)
     dz, dc = _cell_step_backward(dh1, dc1, c, gates, activation, recurrent_activation)
-    return dz @ w_ih.T, dz @ w_hh.T, dc, x.T @ dz, h.T @ dz, dz.sum(axis=0)
+    return dz @ _t(w_ih), dz @ _t(w_hh), dc, _t(x) @ dz, _t(h) @ dz, dz.sum(axis=-2)
 
 
 # --- LSTM over a whole sequence ------------------------------------------------------
 
-def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
-    batch, steps, _ = xs.shape
-    hidden = w_hh.shape[0]
-    h_start = np.zeros((batch, hidden), xs.dtype) if h0 is None else h0
-    c_start = np.zeros((batch, hidden), xs.dtype) if c0 is None else c0
-    forget_bias = xs.dtype.type(forget_bias)
-    hs = np.empty((batch, steps, hidden), xs.dtype)
-    cs = np.empty((batch, steps, hidden), xs.dtype)
+def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias,
+                 lengths=None):
+    # xs (..., batch, steps, in), h0 and c0 (..., batch, H) or None -> hs (..., batch, steps, H)
+    # lengths (..., batch) or None: steps t >= lengths are padding; the state stops changing
+    # there and hs is zero
+    *models, batch, steps, _ = xs.shape
+    hidden = w_hh.shape[-2]
+    state_shape = (*models, batch, hidden)
+    h_start = np.zeros(state_shape, xs.dtype) if h0 is None else h0
+    c_start = np.zeros(state_shape, xs.dtype) if c0 is None else c0
+    forget_bias = np.asarray(forget_bias, xs.dtype)
+    hs = np.empty((*models, batch, steps, hidden), xs.dtype)
+    cs = np.empty((*models, batch, steps, hidden), xs.dtype)
     step_gates = []
     # The input projection of every step is one GEMM; only h @ w_hh stays in the loop.
-    x_proj = xs @ w_ih + b                               # (batch, steps, 4H)
+    x_proj = xs @ w_ih[..., None, :, :] + b[..., None, None, :]       # (..., batch, steps, 4H)
     h, c = h_start.copy(), c_start.copy()    # copies: with steps == 0 they are the result
     for t in range(steps):
-        h, c, gates = _cell_step(x_proj[:, t], h, c, w_hh, activation, recurrent_activation,
-                                 forget_bias)
-        hs[:, t] = h
-        cs[:, t] = c
+        h1, c1, gates = _cell_step(x_proj[..., t, :], h, c, w_hh, activation,
+                                   recurrent_activation, forget_bias)
+        if lengths is None:
+            h, c = h1, c1
+            hs[..., t, :] = h
+        else:
+            valid = (t < lengths)[..., None]                            # (..., batch, 1)
+            h = np.where(valid, h1, h)
+            c = np.where(valid, c1, c)
+            hs[..., t, :] = np.where(valid, h1, 0)
+        cs[..., t, :] = c
         step_gates.append(gates)
     saved = (xs, h_start, c_start, w_ih, w_hh, hs, cs, step_gates, activation,
-             recurrent_activation)
+             recurrent_activation, lengths)
     return hs, h, c, saved
 
 
 def lstm_backward(saved, dhs, dhT, dcT):
-    xs, h_start, c_start, w_ih, w_hh, hs, cs, step_gates, activation, recurrent_activation = saved
-    batch, steps, n_in = xs.shape
-    hidden = w_hh.shape[0]
+    (xs, h_start, c_start, w_ih, w_hh, hs, cs, step_gates, activation, recurrent_activation,
+     lengths) = saved
+    *models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[-2]
     dh = np.zeros_like(h_start) if dhT is None else dhT.copy()
     dc = np.zeros_like(c_start) if dcT is None else dcT.copy()
-    dz_all = np.empty((batch, steps, 4 * hidden), xs.dtype)
+    dz_all = np.empty((*models, batch, steps, 4 * hidden), xs.dtype)
     for t in reversed(range(steps)):
+        valid = None if lengths is None else (t < lengths)[..., None]   # (..., batch, 1)
         if dhs is not None:
-            dh = dh + dhs[:, t]
-        c_prev = cs[:, t - 1] if t > 0 else c_start
-        dz, dc = _cell_step_backward(dh, dc, c_prev, step_gates[t], activation,
-                                     recurrent_activation)
-        dz_all[:, t] = dz
-        dh = dz @ w_hh.T
+            dh = dh + (dhs[..., t, :] if valid is None else np.where(valid, dhs[..., t, :], 0))
+        c_prev = cs[..., t - 1, :] if t > 0 else c_start
+        dz, dc_prev = _cell_step_backward(dh, dc, c_prev, step_gates[t], activation,
+                                          recurrent_activation)
+        if valid is None:
+            dc = dc_prev
+            dh = dz @ _t(w_hh)
+        else:
+            # padding passes dh and dc through unchanged; where() drops what the padding's
+            # own (possibly NaN) inputs computed
+            dz = np.where(valid, dz, 0)
+            dc = np.where(valid, dc_prev, dc)
+            dh = np.where(valid, dz @ _t(w_hh), dh)
+        dz_all[..., t, :] = dz
     # Everything that does not feed the recurrence is one GEMM over all steps.
-    h_prev = np.concatenate([h_start[:, None, :], hs], axis=1)[:, :steps]  # (batch, steps, H)
-    dz_flat = dz_all.reshape(batch * steps, 4 * hidden)
-    dxs = (dz_flat @ w_ih.T).reshape(batch, steps, n_in)
-    dw_ih = xs.reshape(batch * steps, n_in).T @ dz_flat
-    dw_hh = h_prev.reshape(batch * steps, hidden).T @ dz_flat
-    db = dz_flat.sum(axis=0)
+    h_prev = np.concatenate([h_start[..., None, :], hs], axis=-2)[..., :steps, :]
+    xs_used = xs
+    if lengths is not None:
+        # padding rows carry zero gradient, and their inputs (NaN included) must not reach
+        # the weight gradients: 0 * NaN is NaN, so they are removed, not multiplied by zero
+        valid = (np.arange(steps) < lengths[..., None])[..., None]     # (..., batch, steps, 1)
+        xs_used = np.where(valid, xs, 0)
+        h_prev = np.where(valid, h_prev, 0)
+    dz_flat = dz_all.reshape(*models, batch * steps, 4 * hidden)
+    dxs = (dz_flat @ _t(w_ih)).reshape(*models, batch, steps, n_in)
+    dw_ih = _t(xs_used.reshape(*models, batch * steps, n_in)) @ dz_flat
+    dw_hh = _t(h_prev.reshape(*models, batch * steps, hidden)) @ dz_flat
+    db = dz_flat.sum(axis=-2)
     return dxs, dh, dc, dw_ih, dw_hh, db
+
+
+# --- stacks: the same functions with one leading models axis ---------------------------
+# Arguments as in the module docstring, plus forget_bias (M,) and lengths (M, batch).
+
+stack_dense_forward = dense_forward
+stack_dense_backward = dense_backward
+
+
+def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
+                            forget_bias):
+    return lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
+                             forget_bias[:, None, None])
+
+
+stack_lstm_cell_backward = lstm_cell_backward
+
+
+def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
+                       forget_bias, lengths):
+    return lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
+                        forget_bias[:, None, None], lengths)
+
+
+stack_lstm_backward = lstm_backward
