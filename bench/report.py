@@ -132,9 +132,10 @@ def markdown(doc):
              "other processes shared the machine; ratios are taken side by side, absolute "
              "times suffer.", ""]
     for suite in doc["suites"]:
-        peaks = doc["peaks"].get(suite)
+        machine = "cpu" if suite == "stack" else suite       # the stack suite runs on the CPU
+        peaks = doc["peaks"].get(machine)
         rows = [row for row in doc["bench"] if row["suite"] == suite]
-        lines += [f"## {suite.upper()} suite: {doc['device'].get(suite) or '?'}", ""]
+        lines += [f"## {suite.upper()} suite: {doc['device'].get(machine) or '?'}", ""]
         if peaks:
             lines += [f"Peaks measured in this run: {peaks['flops_what']} "
                       f"{peaks['flops_per_s'] / 1e9:.4g} GFLOP/s; {peaks['bytes_what']} "
@@ -150,7 +151,7 @@ def markdown(doc):
     if doc["targets"]:
         lines += ["## Targets", ""] + _target_lines(doc["targets"]) + [""]
         loads = [value for value in load.values() if value is not None]
-        if "cpu" in doc["suites"] and loads and max(loads) > doc["device"]["cores"]:
+        if {"cpu", "stack"} & set(doc["suites"]) and loads and max(loads) > doc["device"]["cores"]:
             lines += ["The load exceeded the core count during this run: the CPU verdicts "
                       "above are not reliable; measure again on a quiet machine.", ""]
     for error in doc["errors"]:
@@ -160,17 +161,17 @@ def markdown(doc):
 
 # --- targets ---------------------------------------------------------------------------
 
-def _target(found, issue, text, row, value, goal, at_most=False):
+def _target(found, text, row, value, goal, at_most=False):
     if value is None or not math.isfinite(value):
         return
-    found.append({"issue": issue, "target": text, "impl": row["impl"], "workload": row["workload"],
+    found.append({"target": text, "impl": row["impl"], "workload": row["workload"],
                   "size": row["size"], "value": value, "goal": goal,
                   "direction": "at most" if at_most else "at least",
                   "met": value <= goal if at_most else value >= goal})
 
 
 def targets(rows):
-    """The speed targets of issues 3, 4, 6 and 7, evaluated on this run's rows."""
+    """The speed targets, evaluated on this run's rows."""
     found = []
     groups = {}
     for row in rows:
@@ -181,34 +182,41 @@ def targets(rows):
                 continue
             peers = row["speedup_vs"]
             workload = row["workload"]
-            if workload == "S7 online LSTM":
-                _target(found, 7, "S7 online LSTM training >= 20x PyTorch nn.LSTM sequences/s",
+            if workload == "S7 stack" and not impl.endswith("one at a time"):
+                _target(found, "S7 stack per model-sequence >= 10x one model at a time", row,
+                        peers.get("tinynet:numba-cpu one at a time"), 10.0)
+                _target(found, "S7 stack per model-sequence >= 40x PyTorch (batched bmm)", row,
+                        peers.get("torch-cpu bmm"), 40.0)
+                _target(found, "S7 stack per model-sequence >= 5x JAX (vmap, jit)", row,
+                        peers.get("jax-cpu vmap"), 5.0)
+            elif workload == "S7 online LSTM":
+                _target(found, "S7 online LSTM training >= 20x PyTorch nn.LSTM sequences/s",
                         row, peers.get("torch-cpu"), 20.0)
             elif workload == "S4 MLP step":
-                _target(found, 7, "S4 MLP training step >= 1.3x PyTorch CPU", row,
+                _target(found, "S4 MLP training step >= 1.3x PyTorch CPU", row,
                         peers.get("torch-cpu"), 1.3)
                 gemm = impls.get("blas-gemm")
-                _target(found, 6, "S4 MLP step time / bare BLAS GEMMs <= 1.1", row,
+                _target(found, "S4 MLP step time / bare BLAS GEMMs <= 1.1", row,
                         gemm and row["time_s"] / gemm["time_s"], 1.1, at_most=True)
             elif workload == "S1 perceptron":
-                _target(found, 7, "S1 perceptron >= 1x the handwritten NumPy loop (aim 3x)",
+                _target(found, "S1 perceptron >= 1x the handwritten NumPy loop (aim 3x)",
                         row, peers.get("numpy-hand"), 1.0)
             elif workload == "dense fwd+bwd":
-                _target(found, 3, "dense fwd+bwd >= 2x PyTorch eager (Linear + tanh)", row,
+                _target(found, "dense fwd+bwd >= 2x PyTorch eager (Linear + tanh)", row,
                         peers.get("torch-cuda"), 2.0)
                 if row.get("largest_batch"):
-                    _target(found, 3, "dense fwd+bwd at the largest batch <= 2x the "
+                    _target(found, "dense fwd+bwd at the largest batch <= 2x the "
                             "memory-traffic floor", row,
                             row["time_s"] / row["floor_bytes_s"], 2.0, at_most=True)
             elif workload == "lstm fwd+bwd" and row.get("hidden", 0) <= 64:
-                _target(found, 3, "lstm fwd+bwd (H <= 64) >= 3x PyTorch nn.LSTM (cuDNN)", row,
+                _target(found, "lstm fwd+bwd (H <= 64) >= 3x PyTorch nn.LSTM (cuDNN)", row,
                         peers.get("torch-cuda"), 3.0)
         families = [impls[name] for name in ("tinynet:numba-cuda", "tinynet:cupy")
                     if name in impls]
         if len(families) == 2 and families[0]["workload"] in ("dense fwd+bwd", "lstm fwd+bwd"):
             better = min(families, key=lambda r: r["time_s"])
             best = min(r["time_s"] for r in impls.values())
-            _target(found, 4, "the better GPU family within 10% of the best time for the op",
+            _target(found, "the better GPU family within 10% of the best time for the op",
                     better, better["time_s"] / best, 1.1, at_most=True)
     return found
 
@@ -218,14 +226,14 @@ def _target_lines(found):
     lines = []
     summary = {}
     for entry in found:
-        summary.setdefault((entry["issue"], entry["target"], entry["impl"]), []).append(entry)
-    for (issue, text, impl), entries in summary.items():
+        summary.setdefault((entry["target"], entry["impl"]), []).append(entry)
+    for (text, impl), entries in summary.items():
         met = sum(e["met"] for e in entries)
         worst = (max if entries[0]["direction"] == "at most" else min)(
             entries, key=lambda e: e["value"])
         where = f" at {worst['size']}" if len(entries) > 1 else ""
         lines.append(f"- [{'met' if met == len(entries) else 'NOT met'} {met}/{len(entries)}] "
-                     f"(issue {issue}) {text}: {impl} {worst['value']:.3g}"
+                     f"{text}: {impl} {worst['value']:.3g}"
                      f"{' worst' + where if where else ''}")
     return lines
 

@@ -1,4 +1,4 @@
-"""python -m tinynet bench [--suite cpu|gpu|all] [--quick] [--json PATH] [--plot PATH]
+"""python -m tinynet bench [--suite cpu|stack|gpu|all] [--quick] [--json PATH] [--plot PATH]
 
 Side-by-side benchmarks: every usable tinynet backend beside handwritten NumPy and PyTorch
 (when installed), median of repeats after warm-up, each row with its floor (counted FLOPs
@@ -6,9 +6,11 @@ over a GEMM peak and bytes over a copy bandwidth, both measured in the same run)
 speedup over every peer. A markdown report goes to stdout, progress to stderr.
 
     --suite cpu   the seed workloads S1, S4, S7 and the per-call overhead (bench/cpu_suite.py)
+    --suite stack S7 trained for many models at once on the CPU, against one model at a time,
+                  PyTorch (batched bmm) and JAX (vmap), when installed (bench/stack_suite.py)
     --suite gpu   dense, lstm and launch overhead on the GPU (bench/gpu_suite.py); exits 2
                   with the reason where there is no GPU
-    --suite all   both; the GPU part is skipped, with the reason, where there is no GPU
+    --suite all   all three; the GPU part is skipped, with the reason, where there is no GPU
     --quick       fewer repeats and sizes (the CPU suite in about a minute on 2 cores)
     --json PATH   everything as JSON: device, date, commit, load average, versions, peaks,
                   bench (the rows), targets, skipped, errors (keys: bench/results/README.md)
@@ -32,7 +34,7 @@ import sys
 from pathlib import Path
 
 import tinynet
-from tinynet.bench import cpu_suite, gpu_suite, peaks, report, timing
+from tinynet.bench import cpu_suite, gpu_suite, peaks, report, stack_suite, timing
 
 
 def _git(*args):
@@ -82,7 +84,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinynet bench",
                                      description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=("cpu", "gpu", "all"), default="all")
+    parser.add_argument("--suite", choices=("cpu", "stack", "gpu", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG plot (needs matplotlib)")
@@ -123,6 +125,16 @@ def main(argv=None):
         doc["peaks"]["cpu"] = peaks.cpu_peaks(mode)
         doc["bench"] += cpu_suite.rows(mode, doc["peaks"]["cpu"], doc["errors"], log)
         doc["suites"].append("cpu")
+    if args.suite in ("stack", "all"):
+        log(f"stack suite ({mode})")
+        if "cpu" not in doc["peaks"]:
+            doc["device"]["cpu"] = cpu_name()
+            doc["versions"].update(cpu_suite.versions())
+            doc["peaks"]["cpu"] = peaks.cpu_peaks(mode)
+        doc["versions"].update(stack_suite.versions())
+        backends = [name for name in cpu_suite.overhead.cpu_backends() if name != "auto"]
+        doc["bench"] += stack_suite.rows(backends, mode, doc["peaks"]["cpu"], doc["errors"], log)
+        doc["suites"].append("stack")
     if args.suite in ("gpu", "all") and "gpu" not in doc["skipped"]:
         log(f"gpu suite ({mode})")
         doc["suites"].append("gpu")
