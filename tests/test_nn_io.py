@@ -103,7 +103,7 @@ def test_truncated_and_corrupt_files_are_refused(tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(bytes(corrupt))
     _expect_refused(model, tmp_path / "corrupt.npz", "CRC")
     (tmp_path / "empty.npz").write_bytes(b"")
-    _expect_refused(model, tmp_path / "empty.npz", "not a readable tinynet .npz")
+    _expect_refused(model, tmp_path / "empty.npz", "is not a tinynet weights file", "is empty")
 
 
 def test_wrong_names_shapes_dtypes_are_refused(tmp_path):
@@ -131,11 +131,13 @@ def test_pickles_are_never_loaded(tmp_path):
     with open(tmp_path / "evil.npz", "wb") as f:
         pickle.dump(Exploit(), f)
     model = small_model(0)
-    _expect_refused(model, tmp_path / "evil.npz", "pickled")
+    _expect_refused(model, tmp_path / "evil.npz", "a Python pickle, which tinynet never loads")
     arrays = {"__tinynet__": np.array("tinynet-weights-1"),
               "lstm/kernel": np.array([Exploit()], dtype=object)}
     np.savez(tmp_path / "objects.npz", **arrays)
-    _expect_refused(model, tmp_path / "objects.npz", "allow_pickle=False")
+    text = _expect_refused(model, tmp_path / "objects.npz", "'lstm/kernel' holds Python objects",
+                           "tinynet never unpickles")
+    assert "allow_pickle" not in text
     assert not marker.exists()
 
 
@@ -284,3 +286,67 @@ def test_set_weights_checks_everything_first():
     model.set_weights({"dense/kernel": good})
     assert model.get_weights()["dense/kernel"].dtype == np.float32
     assert not model.get_weights()["dense/kernel"].any()
+
+
+@needs_torch
+def test_torch_sequential_loads_layer_by_layer_in_order():
+    """torch.nn.Sequential names its layers '0', '2' ...: they are matched in order."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    model = nn.Sequential([nn.Dense(3, 4, "tanh"), nn.Dense(4, 2)])
+    model.load_torch_state_dict(net.state_dict())
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def _linear_state(prefix, n_in, n_out, bias=True):
+    rng = np.random.default_rng(n_in * 10 + n_out)
+    state = {f"{prefix}.weight": rng.standard_normal((n_out, n_in)).astype(np.float32)}
+    if bias:
+        state[f"{prefix}.bias"] = rng.standard_normal(n_out).astype(np.float32)
+    return state
+
+
+def test_torch_in_order_import_without_torch_installed():
+    """State dicts of NumPy arrays take the same path (torch is not needed to import)."""
+    state = {**_linear_state("0", 3, 4), **_linear_state("2", 4, 2)}
+    model = nn.Sequential([nn.Dense(3, 4, "tanh"), nn.Dense(4, 2)])
+    model.load_torch_state_dict(state)
+    weights = model.get_weights()
+    np.testing.assert_array_equal(weights["dense/kernel"], state["0.weight"].T)
+    np.testing.assert_array_equal(weights["dense_1/bias"], state["2.bias"])
+
+
+def test_torch_in_order_import_refuses_what_does_not_pair_up():
+    model = nn.Sequential([nn.Dense(3, 4, "tanh"), nn.Dense(4, 2)])
+    before = model.get_weights()
+    three = {**_linear_state("0", 3, 4), **_linear_state("1", 4, 4), **_linear_state("2", 4, 2)}
+    with pytest.raises(ValueError) as info:
+        model.load_torch_state_dict(three)
+    text = str(info.value)
+    for fragment in ("2 layers with weights", "3 modules", "'1.weight' (4, 4)", "mapping={"):
+        assert fragment in text, text
+    swapped = {**_linear_state("0", 4, 2), **_linear_state("1", 3, 4)}
+    with pytest.raises(ValueError, match=r"(?s)kernel would be \(4, 2\).*mapping=\{'dense': "
+                                         r"'1', 'dense_1': '0'\}"):
+        model.load_torch_state_dict(swapped)
+    lstm_first = nn.Sequential([nn.LSTM(3, 4), nn.Dense(4, 2)])
+    with pytest.raises(ValueError, match="LSTM layer 'lstm' is matched with '0', an nn.Linear"):
+        lstm_first.load_torch_state_dict({**_linear_state("0", 3, 16), **_linear_state("1", 4, 2)})
+    assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items())
+
+
+def test_a_corrupt_header_is_not_a_tinynet_file_and_unpickling_is_never_suggested(tmp_path):
+    path = tmp_path / "w.npz"
+    small_model(0).save(path)
+    data = path.read_bytes()
+    model = small_model(3)
+    for name, damaged in (("header.npz", b"\0\0\0\0" + data[4:]),
+                          ("text.npz", b"hello, not weights\n")):
+        (tmp_path / name).write_bytes(damaged)
+        text = _expect_refused(model, tmp_path / name, "is not a tinynet weights file",
+                               "zip archive")
+        for advice in ("allow_pickle", "unsafe", "pickle.load", "trust"):
+            assert advice not in text, text

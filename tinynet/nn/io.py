@@ -61,23 +61,50 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def read_npz(path, what):
+def read_npz(path, what, kind="weights"):
     """Every array of an .npz file, read fully now (so a truncated or corrupt member fails
-    here, not later). Missing file: FileNotFoundError; anything else wrong: ValueError."""
+    here, not later). Missing file: FileNotFoundError; anything else wrong: ValueError.
+    kind names the file in messages ('weights', 'checkpoint')."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what}: no such file {path!r}")
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start not in ZIP_STARTS:
+        # np.load would take such a file for a pickle and advise unpickling it
+        raise ValueError(f"{what}: {path!r} is not a tinynet {kind} file: those are .npz zip "
+                         f"archives, which start with the bytes {ZIP_STARTS[0]!r}; this one "
+                         + ("is empty" if not start else f"starts with {start!r}")
+                         + _looks_like(start) + ". It may be corrupt, or another kind of file")
+    key = None
     try:
         data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single .npy array, not an .npz archive")
         with data:
-            return {key: data[key] for key in data.files}
+            arrays = {}
+            for key in data.files:
+                arrays[key] = data[key]
+            return arrays
     except Exception as error:    # any failure to parse untrusted bytes is the same answer
-        raise ValueError(f"{what}: {path!r} is not a readable tinynet .npz file: "
+        if key is not None and "allow_pickle" in str(error):
+            raise ValueError(f"{what}: {path!r} is not a tinynet {kind} file: its array "
+                             f"{key!r} holds Python objects, which only unpickling could "
+                             "read, and tinynet never unpickles") from None
+        raise ValueError(f"{what}: {path!r} is not a readable tinynet {kind} file: "
                          f"{type(error).__name__}: {error}. It may be truncated or corrupt "
                          "(tinynet writes atomically, so an interrupted save leaves the "
                          "previous file intact)") from error
+
+
+# The first bytes of a zip archive: a file entry, or the end record of an empty archive.
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _looks_like(start):
+    if start.startswith(b"\x93NUM"):
+        return " (a single .npy array, not an .npz archive)"
+    if start.startswith(b"\x80"):
+        return " (a Python pickle, which tinynet never loads)"
+    return ""
 
 
 def file_format(arrays, path, what, accepted):
@@ -131,11 +158,116 @@ def _host(value):
     return np.asarray(tinynet.to_numpy(value))
 
 
-def torch_weights(layer, state_dict, prefix):
+def torch_state(layers, state_dict, mapping):
+    """{'<layer>/<weight>': host array} for our layers from a PyTorch state dict, everything
+    checked before anything is returned. mapping: {our layer name: PyTorch module prefix}.
+    None: every layer with weights to the module of its own name when the state dict has
+    one for each; otherwise the layers with weights, in model order, to the modules of the
+    state dict, in its order (PyTorch lists modules in the order they were built: for
+    nn.Sequential, the order they run), one to one, each of a kind and shapes that fit."""
+    layers = {layer.name: layer for layer in layers}
+    modules = torch_modules(state_dict)
+    if mapping is None:
+        weighted = [layer for layer in layers.values() if layer._params]
+        if all(layer.name in modules for layer in weighted):
+            mapping = {layer.name: layer.name for layer in weighted}
+        else:
+            return _torch_in_order(weighted, state_dict, modules)
+    unknown = sorted(set(mapping) - set(layers))
+    if unknown:
+        raise ValueError(f"load_torch_state_dict: no layers named {unknown} in this model "
+                         f"(it has {sorted(layers)})")
+    return {f"{ours}/{weight}": array
+            for ours, prefix in mapping.items()
+            for weight, array in torch_weights(layers[ours], state_dict, prefix).items()}
+
+
+def torch_modules(state_dict):
+    """{module prefix: [parameter names]} in the state dict's order ('0.weight' -> '0')."""
+    modules = {}
+    for key in state_dict:
+        prefix, _, name = key.rpartition(".")
+        modules.setdefault(prefix, []).append(name)
+    return modules
+
+
+def _torch_kind(names):
+    if any(n.startswith("weight_ih_l") for n in names):
+        return "nn.LSTM"
+    if set(names) == {"weight", "bias"}:
+        return "nn.Linear"
+    if names == ["weight"]:
+        return "nn.Linear without bias or nn.Embedding"
+    return f"a module holding {names}"
+
+
+def _kind_fits(layer, names):
+    from tinynet.nn.layers import LSTM, Dense, Embedding
+    kind = _torch_kind(names)
+    if isinstance(layer, Dense):
+        return kind.startswith("nn.Linear")
+    if isinstance(layer, LSTM):
+        return kind == "nn.LSTM"
+    if isinstance(layer, Embedding):
+        return kind.endswith("nn.Embedding")
+    return False
+
+
+def _torch_in_order(weighted, state_dict, modules):
+    """The in-order pairing of torch_state, or one ValueError that lists our layers and the
+    state dict's keys with their shapes, and the mapping= that the shapes suggest."""
+    prefixes = list(modules)
+    pairs = list(zip(weighted, prefixes))
+    problem = None
+    if len(weighted) != len(prefixes):
+        problem = (f"this model has {len(weighted)} layers with weights, the state dict "
+                   f"{len(prefixes)} modules")
+    else:
+        for layer, prefix in pairs:
+            if not _kind_fits(layer, modules[prefix]):
+                problem = (f"{layer.label} is matched with {prefix!r}, an "
+                           f"{_torch_kind(modules[prefix])}")
+                break
+    if problem is None:
+        try:
+            return {f"{layer.name}/{weight}": array for layer, prefix in pairs
+                    for weight, array in torch_weights(layer, state_dict, prefix).items()}
+        except ValueError as error:
+            problem = str(error)
+    # what the shapes allow: the modules each layer could take
+    fits = {}
+    for layer in weighted:
+        fits[layer.name] = []
+        for prefix in prefixes:
+            try:
+                if _kind_fits(layer, modules[prefix]):
+                    torch_weights(layer, state_dict, prefix, warn=False)
+                    fits[layer.name].append(prefix)
+            except ValueError:
+                pass
+    unique = all(len(f) == 1 for f in fits.values()) and \
+        len({f[0] for f in fits.values()}) == len(fits)
+    suggested = "{" + ", ".join(f"{name!r}: {found[0] if len(found) == 1 else '?'!r}"
+                                for name, found in fits.items()) + "}"
+    keys = "; ".join(f"{prefix!r}: " + ", ".join(
+        f"'{prefix + '.' if prefix else ''}{name}' "
+        f"{shape_text(_host(state_dict[(prefix + '.' if prefix else '') + name]).shape)}"
+        for name in names) for prefix, names in modules.items())
+    ours = ", ".join(f"{layer.label} (" + ", ".join(f"{p.name} {shape_text(p.value.shape)}"
+                                                    for p in layer._params) + ")"
+                     for layer in weighted)
+    advice = (f"the shapes fit only mapping={suggested}" if unique else
+              f"say which module each layer takes: mapping={suggested} (fill in each '?')")
+    raise ValueError(f"load_torch_state_dict: the layer names are not the state dict's module "
+                     f"names, and in order the two do not pair up: {problem}. This model: "
+                     f"{ours}. The state dict: {keys}. Pass {advice}")
+
+
+def torch_weights(layer, state_dict, prefix, warn=True):
     """{param name: array} for one of our layers from PyTorch's keys under `prefix`:
     nn.Linear -> Dense (weight transposed), nn.LSTM (one layer, unidirectional) -> LSTM
     (weights transposed, gate order i, f, g, o as ours, bias_ih + bias_hh summed),
-    nn.Embedding -> Embedding."""
+    nn.Embedding -> Embedding. warn: about LSTM options PyTorch does not have."""
     from tinynet.nn.layers import LSTM, Dense, Embedding
     where = f"{layer.label} from PyTorch '{prefix}'"
     under = [k for k in state_dict if not prefix or k.startswith(prefix + ".")]
@@ -169,8 +301,8 @@ def torch_weights(layer, state_dict, prefix):
         out = {"kernel": get("weight_ih_l0").T, "recurrent_kernel": get("weight_hh_l0").T,
                "bias": (np.zeros(hidden4) if bias_ih is None else bias_ih)
                + (0 if bias_hh is None else bias_hh)}
-        if (layer.forget_bias != 0.0 or layer.activation != "tanh"
-                or layer.recurrent_activation != "sigmoid"):
+        if warn and (layer.forget_bias != 0.0 or layer.activation != "tanh"
+                     or layer.recurrent_activation != "sigmoid"):
             warnings.warn(f"{where}: this layer has forget_bias={layer.forget_bias}, "
                           f"activation={layer.activation!r}, recurrent_activation="
                           f"{layer.recurrent_activation!r}; PyTorch's LSTM is forget_bias=0, "
