@@ -290,3 +290,43 @@ def test_error_loss_shapes_name_both_and_the_axis():
 def test_error_dtype_names_layer_and_fix():
     with pytest.raises(ValueError, match=r"Dense layer 'd'.*float64.*float32.*astype"):
         nn.Dense(2, 1, name="d")(np.zeros((1, 2)))
+
+
+def test_concatenating_along_the_batch_axis_is_refused_when_the_graph_is_built():
+    """S3's seed bug: three pooled (batch, 16) branches joined on axis 0 would give
+    (3 * batch, 1) predictions; it is refused at build time, naming the shapes and the fix."""
+    vectors = nn.Input((150, 50))
+    shared = nn.Dense(50, 16, "relu")
+    pooled = [shared(nn.GlobalPool1D(mode)(vectors)) for mode in ("mean", "max", "min")]
+    for axis in (0, -2):
+        with pytest.raises(ValueError) as info:
+            nn.Concatenate(axis=axis)(pooled)
+        text = str(info.value)
+        for fragment in ("(None, 16), (None, 16), (None, 16)", f"axis={axis}", "batch axis",
+                         "Concatenate(axis=-1)", "(None, 48)"):
+            assert fragment in text, text
+    with pytest.raises(ValueError, match="batch axis"):
+        nn.Concatenate(axis=0)([np.ones((4, 2)), np.ones((4, 2))])
+
+
+def test_dense_softmax_output_and_gradients(rng):
+    model = nn.Sequential([nn.Dense(3, 5, "tanh", dtype=F64, seed=1),
+                           nn.Dense(5, 4, "softmax", dtype=F64, seed=2)])
+    x = rng.standard_normal((6, 3))
+    z = np.tanh(x @ model.layers[0].kernel.value) @ model.layers[1].kernel.value
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12)
+    assert check_model_grads(model, x, rng) == 4
+    huge = nn.Dense(1, 3, "softmax", dtype=F64, seed=3)
+    huge.set_weights({"kernel": [[1000.0, -1000.0, 0.0]]})
+    np.testing.assert_array_equal(huge(np.ones((1, 1))), [[1.0, 0.0, 0.0]])    # no overflow
+
+
+def test_softmax_is_a_dense_output_and_its_misuses_say_so():
+    with pytest.raises(ValueError, match=r"softmax over 1 output is always 1.*"
+                                         r"Dense\(8, 1, 'sigmoid'\).*Dense\(8, 2, 'softmax'\)"):
+        nn.Dense(8, 1, "softmax")
+    for build in (lambda: nn.Conv1D(1, 4, 3, activation="softmax"),
+                  lambda: nn.LSTM(1, 4, activation="softmax")):
+        with pytest.raises(ValueError, match=r"softmax is the output activation of nn.Dense"):
+            build()

@@ -230,3 +230,150 @@ def test_multiple_outputs_predict():
     b = nn.Dense(2, 1, seed=2)(inp)
     out_a, out_b = nn.Model(inp, [a, b]).predict(np.ones((4, 2)))
     assert out_a.shape == (4, 3) and out_b.shape == (4, 1)
+
+
+# --- classification -----------------------------------------------------------------------
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_categorical_losses_against_formulas(rng):
+    logits = rng.standard_normal((5, 4)) * 2
+    ids = rng.integers(0, 4, 5)
+    onehot = np.eye(4)[ids]
+    p = _softmax(logits)
+    ce = -np.mean(np.log(p[np.arange(5), ids]))
+    assert nn.losses.get("categorical_crossentropy")(p, onehot) == pytest.approx(ce, rel=1e-12)
+    assert nn.CategoricalCrossentropy(from_logits=True)(logits, onehot) == pytest.approx(
+        ce, rel=1e-12)
+    sparse = nn.losses.get("sparse_categorical_crossentropy")
+    assert sparse(p, ids) == pytest.approx(ce, rel=1e-12)
+    assert sparse(p, ids[:, None]) == pytest.approx(ce, rel=1e-12)        # Keras' (batch, 1)
+    assert nn.SparseCategoricalCrossentropy(from_logits=True)(logits, ids) == pytest.approx(
+        ce, rel=1e-12)
+    soft = rng.dirichlet(np.ones(4), 5)                                    # soft labels
+    assert nn.CategoricalCrossentropy()(p, soft) == pytest.approx(
+        -np.mean((soft * np.log(p)).sum(axis=1)), rel=1e-12)
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 4\)"):
+        sparse(p, ids + 4)
+
+
+@pytest.mark.parametrize("loss", [nn.CategoricalCrossentropy(),
+                                  nn.CategoricalCrossentropy(from_logits=True),
+                                  nn.SparseCategoricalCrossentropy(),
+                                  nn.SparseCategoricalCrossentropy(from_logits=True)])
+def test_categorical_loss_gradients(rng, loss):
+    pred = rng.dirichlet(np.ones(4), 3) if not loss.from_logits else rng.standard_normal((3, 4))
+    ids = rng.integers(0, 4, 3)
+    target = ids if isinstance(loss, nn.SparseCategoricalCrossentropy) else np.eye(4)[ids]
+    value, grad = loss.value_and_grad(pred, target)
+    assert value == pytest.approx(loss(pred, target), rel=1e-12)
+    np.testing.assert_allclose(grad, numeric_loss_grad(loss, pred, target), rtol=1e-6,
+                               atol=1e-9)
+
+
+def _pair(kernel, dtype="float32"):
+    """The same weights as a softmax output and as logits."""
+    probs = nn.Sequential([nn.Dense(2, 3, "softmax", dtype=dtype)])
+    logits = nn.Sequential([nn.Dense(2, 3, dtype=dtype)])
+    for model in (probs, logits):
+        model.set_weights({"dense/kernel": kernel, "dense/bias": np.zeros(3)})
+    return probs, logits
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_softmax_output_trains_as_logits_would_even_when_saturated(sparse):
+    """The softmax output and its crossentropy are one step: the gradient reaching the
+    logits is p - y, never y / p through the softmax (which is 0 * inf once p underflows)."""
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    ids = np.array([1, 2, 0])
+    y = ids if sparse else np.eye(3, dtype=np.float32)[ids]
+    name = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+    logits_loss = (nn.SparseCategoricalCrossentropy if sparse else nn.CategoricalCrossentropy)(
+        from_logits=True)
+    for scale in (1.0, 200.0):              # 200: the right classes' p underflow to 0
+        kernel = np.array([[1.0, -1.0, 0.5], [-0.5, 0.0, -1.0]]) * scale
+        probs, logits = _pair(kernel)
+        probs.compile(nn.SGD(0.1), name)
+        logits.compile(nn.SGD(0.1), logits_loss)
+        value = probs.train_on_batch(x, y)
+        exact = logits.train_on_batch(x, y)
+        assert np.isfinite(value)
+        if scale == 1.0:
+            assert value == pytest.approx(exact, rel=1e-5)
+        for key, w in probs.get_weights().items():
+            assert np.all(np.isfinite(w)), key
+            np.testing.assert_allclose(w, logits.get_weights()[key], rtol=1e-5, atol=1e-5)
+
+
+def test_accuracy_metric_for_classes():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2]])
+    ids = np.array([0, 2, 0, 0])
+    for loss, target in (("sparse_categorical_crossentropy", ids),
+                         ("sparse_categorical_crossentropy", ids[:, None]),
+                         ("categorical_crossentropy", np.eye(3)[ids]),
+                         (nn.CategoricalCrossentropy(from_logits=True), np.eye(3)[ids])):
+        accuracy = nn.losses.metric("accuracy", nn.losses.get(loss))
+        assert accuracy(p, target) == 0.75, loss
+    model = nn.Sequential([nn.Dense(3, 3, "softmax", dtype="float64")])
+    model.set_weights({"dense/kernel": np.eye(3) * 10, "dense/bias": np.zeros(3)})
+    model.compile(nn.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert model.evaluate(p, ids)["accuracy"] == 0.75
+
+
+def test_probability_losses_refuse_what_is_not_probabilities():
+    """A Keras habit: 'categorical_crossentropy' on a linear last layer takes logits for
+    probabilities. The values say so; the error names both fixes."""
+    model = nn.Sequential([nn.Dense(4, 3, seed=0)])
+    model.compile(nn.SGD(0.1), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).standard_normal((8, 4)) * 5
+    with pytest.raises(ValueError, match=r"probabilities.*activation='softmax'.*"
+                                         r"from_logits=True"):
+        model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+
+
+def test_a_digits_style_classifier_learns():
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(0, 16, (10, 64))                       # 10 classes of 8x8 images
+    ids = rng.integers(0, 10, 600)
+    x = (centers[ids] + rng.normal(0, 4, (600, 64))) / 16
+    nn.set_seed(0)
+    model = nn.Sequential([nn.Dense(64, 32, "tanh"), nn.Dense(32, 10, "softmax")])
+    model.compile(nn.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x[:500], ids[:500], epochs=10, batch_size=32, verbose=0,
+                        validation_data=(x[500:], ids[500:]))
+    assert history.history["val_accuracy"][-1] > 0.9
+    assert model.predict(x[:3]).sum(axis=1) == pytest.approx(np.ones(3), rel=1e-5)
+
+
+# --- divergence -------------------------------------------------------------------------
+
+def _diverging():
+    """An all-linear net whose first loss already overflows float32 (as S5's recipe can)."""
+    model = nn.Sequential([nn.Dense(4, 8, seed=0), nn.Dense(8, 1, seed=1)])
+    model.set_weights({"dense/kernel": np.full((4, 8), 1e10),
+                       "dense_1/kernel": np.full((8, 1), 1e10)})
+    model.compile(nn.SGD(0.5), "mse", seed=0)
+    x = np.ones((12, 4), np.float32)
+    return model, x, np.zeros((12, 1), np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_fit_stops_at_the_first_non_finite_loss():
+    model, x, y = _diverging()
+    before = model.get_weights()
+    with pytest.raises(nn.NonFiniteLoss) as info:
+        model.fit(x, y, epochs=3, batch_size=5, verbose=0)
+    text = str(info.value)
+    for fragment in ("inf", "epoch 1 of 3", "batch 1 of 3", "smaller learning rate",
+                     "smaller initial weights", "stop_on_nonfinite=False"):
+        assert fragment in text, text
+    assert isinstance(info.value, FloatingPointError)
+    after = model.get_weights()                       # the update of that batch not applied
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    model, x, y = _diverging()
+    history = model.fit(x, y, epochs=2, batch_size=5, verbose=0, stop_on_nonfinite=False)
+    assert len(history.history["loss"]) == 2
+    assert not np.isfinite(history.history["loss"]).any()

@@ -10,11 +10,11 @@ them is first used.
 import numpy as _np
 
 from tinynet import ops
-from tinynet._dispatch import available_backends, get_backend, set_backend, use_backend
+from tinynet._dispatch import asarray, available_backends, get_backend, set_backend, use_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "available_backends", "get_backend", "set_backend", "use_backend",
+__all__ = ["ops", "asarray", "available_backends", "get_backend", "set_backend", "use_backend",
            "to_numpy", "__version__"]
 
 

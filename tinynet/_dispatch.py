@@ -120,6 +120,23 @@ def use_backend(name):
         _context_default.reset(token)
 
 
+def asarray(a, backend=None):
+    """`a` where `backend` computes (None: the current default), dtype kept: a NumPy array
+    for the CPU backends, the backend's device array for a GPU backend (host data copied
+    to the device; under Numba's CUDA simulator, a read-only NumPy view). 'auto' keeps NumPy
+    and CUDA arrays as they are and makes anything else a NumPy array. The result may share
+    memory with `a`: copy it before writing into it. Unknown or unusable backends raise as
+    set_backend does."""
+    name = backend if backend is not None else get_backend()
+    if name == "auto":
+        return a if hasattr(a, "__cuda_array_interface__") else np.asarray(a)
+    found = module(name)
+    if found.IS_GPU:
+        return found.asarray(a)
+    from tinynet import to_numpy            # device arrays and tensors of any library
+    return np.asarray(to_numpy(a))
+
+
 def _auto(op, first_array, w_hh=None):
     """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""

@@ -7,8 +7,11 @@
 
 Layers: Dense, LSTM, Conv1D, Embedding, GlobalPool1D, Concatenate, Sum.
 Models: Sequential, Model (functional: Input -> layer calls -> outputs, any DAG).
-Training: losses MSE, RMSE, BinaryCrossentropy, SoftmaxCrossentropy; optimizers SGD, Adam,
-RMSprop; EarlyStopping; checkpoints (fit(checkpoint=..., resume=True)).
+Training: losses MSE, RMSE, BinaryCrossentropy, CategoricalCrossentropy,
+SparseCategoricalCrossentropy (on a Dense(..., 'softmax') output, or from_logits=True),
+SoftmaxCrossentropy; metrics 'accuracy', 'mae', 'mse', 'rmse'; optimizers SGD, Adam, RMSprop;
+EarlyStopping; checkpoints (fit(checkpoint=..., resume=True)); fit stops at the first
+inf/NaN loss (NonFiniteLoss) unless stop_on_nonfinite=False.
 Weights: model.save / model.load (.npz, atomic, never unpickled),
 model.load_torch_state_dict. Reproducibility: nn.set_seed(n) or seed= on layers/compile.
 """
@@ -18,13 +21,15 @@ from tinynet.nn.graph import Input, Tensor
 from tinynet.nn.initializers import set_seed
 from tinynet.nn.layers import (LSTM, Concatenate, Conv1D, Dense, Embedding, GlobalPool1D,
                                Layer, Parameter, Sum)
-from tinynet.nn.losses import MSE, RMSE, BinaryCrossentropy, Loss, SoftmaxCrossentropy
+from tinynet.nn.losses import (MSE, RMSE, BinaryCrossentropy, CategoricalCrossentropy, Loss,
+                               SoftmaxCrossentropy, SparseCategoricalCrossentropy)
 from tinynet.nn.model import Model, Sequential
 from tinynet.nn.optimizers import SGD, Adam, Optimizer, RMSprop
-from tinynet.nn.training import EarlyStopping, History
+from tinynet.nn.training import EarlyStopping, History, NonFiniteLoss
 
 __all__ = ["Dense", "LSTM", "Conv1D", "Embedding", "GlobalPool1D", "Concatenate", "Sum",
            "Layer", "Parameter", "Input", "Tensor", "Model", "Sequential",
-           "MSE", "RMSE", "BinaryCrossentropy", "SoftmaxCrossentropy", "Loss",
-           "SGD", "Adam", "RMSprop", "Optimizer", "EarlyStopping", "History",
+           "MSE", "RMSE", "BinaryCrossentropy", "CategoricalCrossentropy",
+           "SparseCategoricalCrossentropy", "SoftmaxCrossentropy", "Loss",
+           "SGD", "Adam", "RMSprop", "Optimizer", "EarlyStopping", "History", "NonFiniteLoss",
            "initializers", "set_seed"]

@@ -121,6 +121,16 @@ class Program:
                 found.append(layer)
         return found
 
+    def sole_output_layer(self):
+        """The layer whose call makes the model's single output when no other call reads
+        that value (so a loss may hand it a fused gradient); else None."""
+        if len(self.output_slots) != 1:
+            return None
+        slot = self.output_slots[0]
+        makers = [layer for layer, _, outs in self.steps if outs == (slot,)]
+        readers = [layer for layer, ins, _ in self.steps if slot in ins]
+        return makers[0] if makers and not readers else None
+
     def check_shapes(self, input_shapes):
         """Run every layer's shape check on whole-data shapes, so that a mistake is reported
         with the shapes the user passed, before any batch is cut from them."""

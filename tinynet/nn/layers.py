@@ -46,6 +46,25 @@ class Parameter:
                 + ("" if self.trainable else " frozen") + ">")
 
 
+class LogitsGradient:
+    """d loss / d logits for a softmax output, from a loss fused with the softmax
+    (losses.CategoricalCrossentropy.softmax_value_and_grad): Dense.backward takes it as is."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _activation(name, argument, kind):
+    """The canonical name of an ops activation; softmax is refused with where it belongs."""
+    if name == "softmax":
+        raise ValueError(f"{kind}: {argument}='softmax': softmax is the output activation of "
+                         "nn.Dense (the last layer of a classifier, over its last axis), not "
+                         f"an activation of {kind}")
+    return canonical(name, argument, kind)
+
+
 def _sequence_fix(layer, shape, features):
     """The explanation for a sequence layer given the wrong number of axes."""
     what = f"(batch, steps, {features})" if isinstance(features, str) else \
@@ -209,7 +228,12 @@ class Layer:
 
 class Dense(Layer):
     """y = activation(x @ kernel + bias): x (batch, in) -> (batch, out); kernel (in, out),
-    one column per neuron. An input with more axes (..., in) is applied on the last axis."""
+    one column per neuron. An input with more axes (..., in) is applied on the last axis.
+
+    activation: an ops activation, or 'softmax' for a classifier's output layer: the
+    probabilities over the last axis, computed after the op from its linear output (the
+    logits). fit fuses a softmax output with a categorical crossentropy loss (see
+    nn.losses)."""
 
     def __init__(self, in_features, out_features, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -217,7 +241,15 @@ class Dense(Layer):
         super().__init__(name, dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.activation = canonical(activation, "activation", type(self).__name__)
+        if activation == "softmax":
+            if self.out_features == 1:
+                raise ValueError(
+                    f"Dense: softmax over 1 output is always 1. For two classes use "
+                    f"Dense({self.in_features}, 1, 'sigmoid') with binary_crossentropy, or "
+                    f"Dense({self.in_features}, 2, 'softmax') with a categorical one")
+            self.activation = "softmax"
+        else:
+            self.activation = canonical(activation, "activation", type(self).__name__)
         rng = initializers.generator(seed)
         self.kernel = self.add_weight("kernel", (self.in_features, self.out_features),
                                       kernel_initializer, rng)
@@ -241,15 +273,26 @@ class Dense(Layer):
         self.check_dtype(x)
         lead = x.shape[:-1]
         x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
+        softmax = self.activation == "softmax"
         y, ctx = ops.dense(x2, self.kernel.value, None if self.bias is None else self.bias.value,
-                           self.activation, backend=self.backend)
+                           "linear" if softmax else self.activation, backend=self.backend)
         self.last_backend = ctx.backend.NAME
-        return (y if x.ndim == 2 else y.reshape(lead + (self.out_features,))), (ctx, lead)
+        if softmax:                                 # y: the logits (rows, out)
+            xp = array_module(y)
+            y = xp.exp(y - y.max(axis=1, keepdims=True))
+            y /= y.sum(axis=1, keepdims=True)
+        cache = ctx, lead, (y if softmax else None)
+        return (y if x.ndim == 2 else y.reshape(lead + (self.out_features,))), cache
 
     def backward(self, cache, dy):
-        ctx, lead = cache
-        dx, dw, db = ops.dense_backward(ctx, dy if len(lead) == 1 else
-                                        dy.reshape(-1, self.out_features))
+        ctx, lead, prob = cache
+        if isinstance(dy, LogitsGradient):          # a loss fused with the softmax
+            dz = dy.value
+        else:
+            dz = dy if len(lead) == 1 else dy.reshape(-1, self.out_features)
+            if prob is not None:                    # through the softmax: p (dy - <dy, p>)
+                dz = prob * (dz - (dz * prob).sum(axis=1, keepdims=True))
+        dx, dw, db = ops.dense_backward(ctx, dz)
         if self.kernel.trainable:
             self.kernel.accumulate(dw)
         if self.bias is not None and self.bias.trainable:
@@ -279,9 +322,9 @@ class LSTM(Layer):
         super().__init__(name, dtype)
         self.in_features = int(in_features)
         self.units = int(units)
-        self.activation = canonical(activation, "activation", "LSTM")
-        self.recurrent_activation = canonical(recurrent_activation, "recurrent_activation",
-                                              "LSTM")
+        self.activation = _activation(activation, "activation", "LSTM")
+        self.recurrent_activation = _activation(recurrent_activation, "recurrent_activation",
+                                                "LSTM")
         self.forget_bias = float(forget_bias)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -362,7 +405,7 @@ class Conv1D(Layer):
         if self.kernel_size < 1:
             raise ValueError(f"Conv1D: kernel_size must be >= 1, got {kernel_size}")
         self.padding = padding
-        self.activation = canonical(activation, "activation", "Conv1D")
+        self.activation = _activation(activation, "activation", "Conv1D")
         rng = initializers.generator(seed)
         self.kernel = self.add_weight(
             "kernel", (self.kernel_size, self.in_channels, self.filters), kernel_initializer, rng)
@@ -531,7 +574,8 @@ class GlobalPool1D(Layer):
 
 
 class Concatenate(Layer):
-    """Join several inputs along `axis` (default -1: features). All other axes must match."""
+    """Join several inputs along `axis` (default -1: features). All other axes must match.
+    Axis 0, the batch, is refused: samples are joined outside a model (np.concatenate)."""
 
     takes_list = True
 
@@ -552,6 +596,8 @@ class Concatenate(Layer):
         axis = self.axis % ndim if -ndim <= self.axis < ndim else None
         if axis is None:
             self.fail(f"axis={self.axis} is out of range for {ndim}-D inputs {listed}")
+        if axis == 0:
+            self._refuse_batch_axis(shapes, listed)
         for k in range(ndim):
             sizes = {s[k] for s in shapes if s[k] is not None}
             if k != axis and len(sizes) > 1:
@@ -562,6 +608,19 @@ class Concatenate(Layer):
         sizes = [s[axis] for s in shapes]
         joined = None if None in sizes else sum(sizes)
         return tuple(joined if k == axis else shapes[0][k] for k in range(ndim))
+
+    def _refuse_batch_axis(self, shapes, listed):
+        """Joining along axis 0 stacks the samples of the inputs: the outputs no longer line
+        up with the targets (a batch of 64 from three branches becomes 192 rows)."""
+        n, batch = len(shapes), shapes[0][0]
+        example = batch if batch is not None else 64
+        widths = [s[-1] for s in shapes]
+        fixed = "" if None in widths or len(shapes[0]) < 2 else \
+            f", which gives {shape_text(tuple(shapes[0][:-1]) + (sum(widths),))}"
+        self.fail(f"joining {listed} along axis={self.axis}, the batch axis, stacks their "
+                  f"samples: a batch of {example} would come out as {n * example} rows, no "
+                  "longer one per target, and the loss would compare the wrong rows. Join "
+                  f"their features instead with Concatenate(axis=-1){fixed}")
 
     def forward(self, xs):
         self.output_shape([x.shape for x in xs])

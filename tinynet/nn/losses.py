@@ -1,4 +1,5 @@
-"""Losses (and the metrics fit reports), each the mean over every element of a batch.
+"""Losses (and the metrics fit reports), each a mean over the batch: over every element,
+or over the rows for the categorical losses.
 
     mse                    mean((p - y)^2)
     rmse                   sqrt(mse)
@@ -7,13 +8,18 @@
                            sigmoid output layer) p is clipped to [eps, 1 - eps] in the value,
                            and the gradient is (p - y) / max(p (1 - p), eps), so the sigmoid's
                            backward turns it into (p - y) with no 0 * inf
+    categorical_crossentropy         -mean over rows of sum(y log p): probabilities
+                           (batch, classes), e.g. from a Dense(..., 'softmax') output, which
+                           fit fuses with the loss; logits with from_logits=True. Target:
+                           one-hot or probability rows (batch, classes)
+    sparse_categorical_crossentropy  the same against class ids (batch,) or (batch, 1)
     softmax_crossentropy   logits (batch, classes) against class ids (batch,) or
                            probabilities (batch, classes)
 
 value_and_grad(pred, target) returns (loss as a Python float, d loss / d pred). Prediction
-and target must have the same shape (nothing is broadcast: a (64, 1) prediction against a
-(64,) target would silently become (64, 64)); a mismatch is a ValueError naming both shapes
-and the likely cause.
+and target must have the same shape, class ids aside (nothing is broadcast: a (64, 1)
+prediction against a (64,) target would silently become (64, 64)); a mismatch is a
+ValueError naming both shapes and the likely cause.
 """
 
 import numpy as np
@@ -120,47 +126,144 @@ class BinaryCrossentropy(Loss):
         return float(value) / n, (pred - target) / spread * (1.0 / n)
 
 
+class CategoricalCrossentropy(Loss):
+    """-mean over rows of sum_k y_k log p_k, for predictions (batch, classes) against one-hot
+    or probability rows y (batch, classes).
+
+    Predictions are probabilities: a Dense(..., 'softmax') output layer, whose softmax fit
+    fuses with this loss (the gradient reaching the logits is p * sum(y) - y, computed from
+    p and y alone, never y / p through the softmax, which is 0 * inf once a p underflows);
+    in the value, p is kept >= the dtype's smallest normal number. Anything outside [0, 1]
+    is refused: logits need from_logits=True, which is exact for any logits."""
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def _rows(self, pred, target):
+        """(batch, class ids (batch,) or None, one-hot/probability target or None)."""
+        check_shapes(self.name, pred, target)
+        if pred.ndim != 2:
+            raise ValueError(f"{self.name} loss: predictions must be (batch, classes), got "
+                             f"{shape_text(pred.shape)}")
+        return pred.shape[0], None, target
+
+    def value_and_grad(self, pred, target):
+        batch, ids, dense = self._rows(pred, target)
+        scale = 1.0 / max(batch, 1)
+        xp = array_module(pred)
+        if self.from_logits:
+            shifted = pred - pred.max(axis=1, keepdims=True)
+            exp = xp.exp(shifted)
+            total = exp.sum(axis=1, keepdims=True)
+            log_prob = shifted - xp.log(total)
+            return (self._value(log_prob, ids, dense) * scale,
+                    self._logit_grad(exp / total, ids, dense) * scale)
+        log_prob = self._log_probabilities(pred)
+        floor = xp.maximum(pred, np.finfo(pred.dtype).tiny)
+        if ids is None:
+            grad = -dense / floor
+        else:
+            grad = xp.zeros_like(pred)
+            rows = xp.arange(batch)
+            grad[rows, ids] = -1 / floor[rows, ids]
+        return self._value(log_prob, ids, dense) * scale, grad * scale
+
+    def softmax_value_and_grad(self, prob, target):
+        """(loss, d loss / d logits) for probabilities that a softmax computed from logits:
+        the loss fused with the softmax (Dense.backward takes this gradient as is)."""
+        batch, ids, dense = self._rows(prob, target)
+        scale = 1.0 / max(batch, 1)
+        return (self._value(self._log_probabilities(prob), ids, dense) * scale,
+                self._logit_grad(prob, ids, dense) * scale)
+
+    def _log_probabilities(self, prob):
+        if prob.size and (float(prob.min()) < 0 or float(prob.max()) > 1):
+            raise ValueError(
+                f"{self.name} loss: takes probabilities, but the predictions run from "
+                f"{float(prob.min()):.4g} to {float(prob.max()):.4g}: give the last Dense "
+                "activation='softmax', or, to train on logits, compile with loss="
+                f"nn.{type(self).__name__}(from_logits=True)")
+        xp = array_module(prob)
+        return xp.log(xp.maximum(prob, np.finfo(prob.dtype).tiny))
+
+    @staticmethod
+    def _value(log_prob, ids, dense):
+        if ids is None:
+            return -float((dense * log_prob).sum())
+        return -float(log_prob[array_module(log_prob).arange(len(ids)), ids].sum())
+
+    @staticmethod
+    def _logit_grad(prob, ids, dense):
+        if ids is None:
+            return prob * dense.sum(axis=1, keepdims=True) - dense
+        grad = prob.copy()
+        grad[array_module(prob).arange(len(ids)), ids] -= 1
+        return grad
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """CategoricalCrossentropy with integer class ids as the target: (batch,) or Keras'
+    (batch, 1), each in [0, classes)."""
+
+    name = "sparse_categorical_crossentropy"
+
+    def _rows(self, pred, ids):
+        if pred.ndim != 2:
+            raise ValueError(f"{self.name} loss: predictions must be (batch, classes), got "
+                             f"{shape_text(pred.shape)}")
+        batch, classes = pred.shape
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"{self.name} loss: the target holds class ids, integers, got "
+                             f"{ids.dtype}: use y.astype(np.int64); for one-hot rows use "
+                             "categorical_crossentropy")
+        if tuple(ids.shape) == (batch, 1):
+            ids = ids.reshape(batch)
+        if tuple(ids.shape) != (batch,):
+            raise ValueError(f"{self.name} loss: class ids must be (batch,) = ({batch},) for "
+                             f"predictions {shape_text(pred.shape)}, got "
+                             f"{shape_text(ids.shape)}" + (
+                                 ": one-hot rows take categorical_crossentropy"
+                                 if tuple(ids.shape) == (batch, classes) else ""))
+        if batch and (int(ids.min()) < 0 or int(ids.max()) >= classes):
+            raise ValueError(f"{self.name} loss: class ids must be in [0, {classes}), got "
+                             f"values from {int(ids.min())} to {int(ids.max())}")
+        return batch, ids, None
+
+
 class SoftmaxCrossentropy(Loss):
-    """Logits (batch, classes) against class ids (batch,) or probabilities (batch, classes)."""
+    """Logits (batch, classes) against class ids (batch,) or probabilities (batch, classes):
+    the from_logits=True crossentropy, sparse or not by the target's dtype."""
 
     name = "softmax_crossentropy"
+    from_logits = True
 
     def value_and_grad(self, logits, target):
-        xp = array_module(logits)
-        if logits.ndim != 2:
-            raise ValueError(f"{self.name} loss: logits must be (batch, classes), got "
-                             f"{shape_text(logits.shape)}")
-        batch, classes = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        log_prob = shifted - xp.log(total)                          # (batch, classes)
-        prob = exp / total
-        if target.dtype.kind in "iu":
-            if tuple(target.shape) != (batch,):
-                raise ValueError(f"{self.name} loss: class ids must be (batch,) = ({batch},) "
-                                 f"for logits {shape_text(logits.shape)}, got "
-                                 f"{shape_text(target.shape)}" +
-                                 (": use y.reshape(-1)" if target.size == batch else ""))
-            if batch and (int(target.min()) < 0 or int(target.max()) >= classes):
-                raise ValueError(f"{self.name} loss: class ids must be in [0, {classes}), got "
-                                 f"values from {int(target.min())} to {int(target.max())}")
-            rows = xp.arange(batch)
-            value = -float(log_prob[rows, target].sum())
-            grad = prob.copy()
-            grad[rows, target] -= 1
-        else:
-            check_shapes(self.name, logits, target)
-            value = -float((target * log_prob).sum())
-            grad = prob * target.sum(axis=1, keepdims=True) - target
-        return value / max(batch, 1), grad * (1.0 / max(batch, 1))
+        kind = SparseCategoricalCrossentropy if target.dtype.kind in "iu" \
+            else CategoricalCrossentropy
+        loss = kind(from_logits=True)
+        loss.name = self.name
+        return loss.value_and_grad(logits, target)
+
+
+def class_ids(y, loss):
+    """A sparse loss's target as integers: whole-number floats are accepted (as Keras does)."""
+    if y.dtype.kind in "iu":
+        return y
+    if y.dtype.kind in "fb" and np.all(np.mod(y, 1) == 0):
+        return y.astype(np.int64)
+    raise ValueError(f"{loss.name} loss: the target holds class ids, got {y.dtype} values "
+                     "that are not whole numbers" + (
+                         ": one-hot or probability rows take categorical_crossentropy"
+                         if y.ndim == 2 and y.shape[1] > 1 else ""))
 
 
 _LOSSES = {"mse": MSE, "mean_squared_error": MSE, "rmse": RMSE,
            "binary_crossentropy": BinaryCrossentropy,
            "softmax_crossentropy": SoftmaxCrossentropy,
-           "categorical_crossentropy": SoftmaxCrossentropy,
-           "sparse_categorical_crossentropy": SoftmaxCrossentropy}
+           "categorical_crossentropy": CategoricalCrossentropy,
+           "sparse_categorical_crossentropy": SparseCategoricalCrossentropy}
 
 
 def get(loss):
@@ -176,10 +279,12 @@ def get(loss):
 # --- metrics ----------------------------------------------------------------------------
 
 def _accuracy(loss):
-    if isinstance(loss, SoftmaxCrossentropy):
+    """argmax against the class for the class losses, a threshold for binary ones."""
+    if isinstance(loss, (CategoricalCrossentropy, SoftmaxCrossentropy)):
         def accuracy(pred, target):
-            guess = pred.argmax(axis=1)
-            truth = target if target.dtype.kind in "iu" else target.argmax(axis=1)
+            guess = pred.argmax(axis=-1)
+            truth = target.reshape(guess.shape) if target.dtype.kind in "iu" \
+                else target.argmax(axis=-1)
             return float((guess == truth).mean())
         return accuracy
     threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5
@@ -195,7 +300,7 @@ def _mae(pred, target):
 
 def metric(name, loss):
     """A function (pred, target) -> float: 'accuracy' (thresholded for binary losses,
-    argmax for softmax), 'mae', 'mse', 'rmse'."""
+    argmax over the classes for the categorical ones), 'mae', 'mse', 'rmse'."""
     if name in ("accuracy", "acc"):
         return _accuracy(loss)
     if name == "mae":

@@ -23,7 +23,6 @@ import re
 import numpy as np
 
 import tinynet
-from tinynet import _dispatch
 from tinynet.nn import initializers, io, losses, optimizers, training
 from tinynet.nn._arrays import array_module, shape_text
 from tinynet.nn.graph import Program, Tensor
@@ -92,7 +91,7 @@ class Model:
         self._rng = None
         self.backend = None             # explicit backend name from .to(), else None
         self._placed = None             # backend name the weights were last placed for
-        self._device = None             # the GPU backend module holding the weights, or None
+        self._where = None              # the GPU backend holding the weights, or None
 
     @property
     def layers(self):
@@ -145,33 +144,35 @@ class Model:
         """Run on `backend` ('numpy', 'numba-cpu', 'numba-cuda', 'cupy', 'auto'), moving the
         weights there now; None: follow the current default. Returns the model."""
         if backend is not None:
-            _dispatch._check_name(backend)
+            tinynet.asarray(np.zeros(0), backend=backend)    # an unknown name fails here
         self.backend = backend
         self._placed = None
         self._place()
         return self
 
     def _place(self):
-        """Put the weights where the effective backend computes (once per change)."""
+        """Put the weights where the effective backend computes (once per change). 'auto'
+        runs a model on the host: its data decides, and fit's data is NumPy."""
         name = self.backend or tinynet.get_backend()
         if name == self._placed:
             return
-        module = None if name == "auto" else _dispatch.module(name)
-        device = module if module is not None and module.IS_GPU else None
+        where = "numpy" if name == "auto" else name
 
         def convert(a):
             """Weights are updated in place: they must be arrays of our own, writable (the
             CUDA simulator's backend hands out read-only views)."""
-            moved = device.asarray(a) if device is not None else tinynet.to_numpy(a)
+            moved = tinynet.asarray(a, backend=where)
             return moved if getattr(moved.flags, "writeable", True) else moved.copy()
-        for p in self._params:
-            p.value = convert(p.value)
+        values = [convert(p.value) for p in self._params]      # all or nothing
+        for p, value in zip(self._params, values):
+            p.value = value
             p.grad = None
         if self.optimizer is not None:
             self.optimizer.move(convert)
         for layer in self.layers:
             layer.backend = self.backend
-        self._device = device
+        on_host = type(tinynet.asarray(np.zeros(0), backend=where)) is np.ndarray
+        self._where = None if on_host else where
         self._placed = name
 
     def backend_used(self):
@@ -179,11 +180,8 @@ class Model:
         return sorted({layer.last_backend for layer in self.layers if layer.last_backend})
 
     def _to_device(self, a):
-        if self._device is None:
-            return a
-        if a.dtype.kind in "iu" and self._params:
-            return array_module(self._params[0].value).asarray(a)
-        return self._device.asarray(a)
+        """A host array moved to the device of the weights (unchanged when on the host)."""
+        return a if self._where is None else tinynet.asarray(a, backend=self._where)
 
     # --- data ---------------------------------------------------------------------------
 
@@ -221,6 +219,8 @@ class Model:
 
     def _host_target(self, y):
         y = np.asarray(tinynet.to_numpy(y))
+        if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
+            return losses.class_ids(y, self.loss)
         if y.dtype.kind in "iu" and isinstance(self.loss, losses.SoftmaxCrossentropy):
             return y
         if y.dtype.kind not in "fiub":
@@ -276,12 +276,13 @@ class Model:
 
     def fit(self, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
             validation_data=None, verbose=1, early_stopping=None, checkpoint=None,
-            checkpoint_every=None, resume=False):
+            checkpoint_every=None, resume=False, stop_on_nonfinite=True):
         """Train; returns a History (history.history['loss'], ['val_loss'], metrics).
-        See tinynet.nn.training.fit for every argument."""
+        Stops with nn.NonFiniteLoss at the first inf or NaN loss unless
+        stop_on_nonfinite=False. See tinynet.nn.training.fit for every argument."""
         return training.fit(self, x, y, epochs, batch_size, shuffle, validation_split,
                             validation_data, verbose, early_stopping, checkpoint,
-                            checkpoint_every, resume)
+                            checkpoint_every, resume, stop_on_nonfinite)
 
     def evaluate(self, x, y, batch_size=256):
         """{'loss': ..., metric: ...} over the whole set."""
@@ -322,22 +323,17 @@ class Model:
 
     def load_torch_state_dict(self, state_dict, mapping=None):
         """Import weights from a PyTorch state dict (tensors or arrays). mapping:
-        {our layer name: PyTorch module prefix}, e.g. {'lstm': 'rnn', 'dense': 'fc'};
-        None maps every layer with weights to the prefix of its own name. nn.Linear ->
-        Dense, nn.LSTM -> LSTM, nn.Embedding -> Embedding; all checked before any is set."""
+        {our layer name: PyTorch module prefix}, e.g. {'lstm': 'rnn', 'dense': 'fc'}.
+        None: each layer with weights takes the module of its own name when the state dict
+        has one for every such layer; otherwise the layers, in order, take the state dict's
+        modules, in order (a torch.nn.Sequential's '0', '2', ...), when they pair up one to
+        one with fitting kinds and shapes; if not, the error lists both and the mapping=
+        the shapes suggest. nn.Linear -> Dense, nn.LSTM -> LSTM, nn.Embedding -> Embedding;
+        all checked before any is set."""
+        new = io.torch_state(self.layers, state_dict, mapping)
         layers = {layer.name: layer for layer in self.layers}
-        if mapping is None:
-            mapping = {layer.name: layer.name for layer in self.layers if layer._params}
-        unknown = sorted(set(mapping) - set(layers))
-        if unknown:
-            raise ValueError(f"load_torch_state_dict: no layers named {unknown} in this model "
-                             f"(it has {sorted(layers)})")
-        new = {}
-        for ours, prefix in mapping.items():
-            layer = layers[ours]
-            for weight, array in io.torch_weights(layer, state_dict, prefix).items():
-                new[f"{ours}/{weight}"] = array.astype(layer.dtype)
-        self._assign(new)
+        self._assign({key: array.astype(layers[key.rpartition("/")[0]].dtype)
+                      for key, array in new.items()})
 
 
 class Sequential(Model):

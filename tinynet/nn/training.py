@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from tinynet.nn import io
+from tinynet.nn import io, losses
 from tinynet.nn._arrays import array_module
+from tinynet.nn.layers import LogitsGradient
 
 
 class History:
@@ -82,12 +83,37 @@ class EarlyStopping:
 
 # --- one step ---------------------------------------------------------------------------
 
-def train_step(model, xs, y):
-    """Forward, loss, backward, update on device arrays; (loss, [metric values])."""
+class NonFiniteLoss(FloatingPointError):
+    """fit stopped at a loss that is inf or NaN (fit(..., stop_on_nonfinite=False) trains on)."""
+
+
+def _non_finite(model, value, epoch, epochs, step, steps):
+    rate = model.optimizer.learning_rate
+    return NonFiniteLoss(
+        f"fit: the loss is {value} at epoch {epoch + 1} of {epochs}, batch {step + 1} of "
+        f"{steps}: training diverged, and this batch's update was not applied. The usual "
+        f"fixes: a smaller learning rate ({type(model.optimizer).__name__}({rate / 10:g}) "
+        f"instead of {rate:g}), smaller initial weights (kernel_initializer=), inputs and "
+        "targets scaled to about 1, or gradient clipping (clipnorm=). To train on "
+        "regardless, pass stop_on_nonfinite=False")
+
+
+def train_step(model, xs, y, position=None):
+    """Forward, loss, backward, update on device arrays; (loss, [metric values]).
+    position: (epoch, epochs, step, steps) to raise NonFiniteLoss there, before any update,
+    when the loss is inf or NaN; None: no check."""
     model.zero_grad()
     outs, tape = model._program.forward(xs)
     pred = outs[0]
-    value, grad = model.loss.value_and_grad(pred, y)
+    output = model._program.sole_output_layer()
+    if isinstance(model.loss, losses.CategoricalCrossentropy) and not model.loss.from_logits \
+            and getattr(output, "activation", None) == "softmax":
+        value, grad = model.loss.softmax_value_and_grad(pred, y)     # fused with the softmax
+        grad = LogitsGradient(grad)
+    else:
+        value, grad = model.loss.value_and_grad(pred, y)
+    if position is not None and not math.isfinite(value):
+        raise _non_finite(model, value, *position)
     metrics = [f(pred, y) for f in model._metrics.values()]
     model._program.backward(tape, [grad])
     model.optimizer.step(model._params)
@@ -130,7 +156,7 @@ def _check_samples(xs, y):
 
 def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
         validation_data=None, verbose=1, early_stopping=None, checkpoint=None,
-        checkpoint_every=None, resume=False):
+        checkpoint_every=None, resume=False, stop_on_nonfinite=True):
     """Train `model` (compiled) on x, y.
 
     epochs: passes over the training samples. batch_size: samples per update (1 = online
@@ -141,7 +167,9 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
     epoch (and a progress count during long epochs on a terminal), 2 one line per epoch.
     early_stopping: an EarlyStopping. checkpoint: a path written atomically every
     checkpoint_every steps (updates), or at the end of every epoch when that is None, and
-    at the end; resume=True continues from that file when it exists.
+    at the end; resume=True continues from that file when it exists. stop_on_nonfinite:
+    raise NonFiniteLoss at the first batch whose loss is inf or NaN, naming the epoch and
+    the batch, before that batch's update (False: train on, the history fills with NaN).
     Returns a History.
     """
     model._require_compiled("fit")
@@ -211,7 +239,9 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
             lo, hi = step * batch_size, min((step + 1) * batch_size, n_train)
             rows = slice(lo, hi) if order is None else order[lo:hi]
             value, metrics = train_step(model, [model._to_device(a[rows]) for a in train_x],
-                                        model._to_device(train_y[rows]))
+                                        model._to_device(train_y[rows]),
+                                        (epoch, epochs, step, steps) if stop_on_nonfinite
+                                        else None)
             for k, v in enumerate([value] + metrics):
                 state["sums"][k] += v * (hi - lo)
             state["seen"] += hi - lo
@@ -273,7 +303,7 @@ def load_checkpoint(model, path, config, early_stopping):
     """Check everything in the file against this model and this fit, then restore it;
     returns (state, epoch order). On any problem: ValueError, nothing restored."""
     what = "fit(resume=True)"
-    arrays = io.read_npz(path, what)
+    arrays = io.read_npz(path, what, "checkpoint")
     io.file_format(arrays, path, what, (io.CHECKPOINT_FORMAT,))
     weights = io.check_weights(model._named, {k: v for k, v in arrays.items()
                                               if not k.startswith("fit/best/")}, path, what)
