@@ -97,7 +97,6 @@ def test_ratios_and_floors_agree_with_the_rows_own_numbers(cpu_run):
             for peer, ratio in row["speedup_vs"].items():
                 assert ratio > 0 and math.isfinite(ratio)
                 assert ratio == pytest.approx(group[peer]["time_s"] / row["time_s"], rel=1e-12)
-                assert ratio * group[peer]["speedup_vs"][impl] == pytest.approx(1.0)
             floor = max(row["flops"] / peaks["flops_per_s"], row["bytes"] / peaks["bytes_per_s"])
             assert row["floor_s"] == pytest.approx(floor, rel=1e-12)
             assert row["x_floor"] == pytest.approx(row["time_s"] / floor, rel=1e-12)

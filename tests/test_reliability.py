@@ -2,6 +2,10 @@
 shapes and values (hypothesis), NaN/Inf propagation, huge inputs without warnings, long
 sequences, determinism, and no memory growth over many calls."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 import warnings
 
@@ -161,20 +165,44 @@ def test_long_sequences_stay_finite_and_float32_stays_near_float64(backend):
         assert relative < LONG_RUN_BOUND["grads"], f"{name} drift {relative:.3g}"
 
 
-@pytest.mark.parametrize("backend", CPU)
-def test_cpu_backends_are_bit_identical_run_to_run(backend):
+# Every output and gradient of a dense and a whole-sequence LSTM problem, saved to `path`.
+BIT_IDENTITY_RUN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from _problems import dense_problem, lstm_problem
+    from tinynet import ops, to_numpy
     rng = np.random.default_rng(7)
     x, w, b, dy = dense_problem(rng, 300, 70, 50, np.float32)
     inputs, grads = lstm_problem(rng, 5, 40, 3, 9, np.float32)
+    y, ctx = ops.dense(x, w, b, "sigmoid", backend={backend!r})
+    *out, lctx = ops.lstm(*inputs, forget_bias=1.0, backend={backend!r})
+    results = [y, *ops.dense_backward(ctx, dy), *out, *ops.lstm_backward(lctx, *grads)]
+    np.savez({path!r}, *[to_numpy(a) for a in results])
+""")
 
-    def run():
-        y, ctx = ops.dense(x, w, b, "sigmoid", backend=backend)
-        *out, lctx = ops.lstm(*inputs, forget_bias=1.0, backend=backend)
-        return [y, *ops.dense_backward(ctx, dy), *out, *ops.lstm_backward(lctx, *grads)]
 
-    first, second = run(), run()
-    for a, b_ in zip(first, second):
-        assert np.array_equal(a, b_)
+@pytest.mark.parametrize("backend", CPU)
+def test_cpu_backends_are_bit_identical_run_to_run(backend, tmp_path):
+    """Two fresh processes give the same bits. glibc fills fresh and freed heap memory with
+    a different byte in each (MALLOC_PERTURB_), so a result that depends on memory nobody
+    wrote, or on anything else that changes between runs (threads, addresses, first-use
+    compilation), differs between them."""
+    runs = []
+    for perturb in ("165", "90"):
+        path = tmp_path / f"run-{perturb}.npz"
+        script = BIT_IDENTITY_RUN.format(tests=os.path.dirname(__file__), path=str(path),
+                                         backend=backend)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=dict(os.environ, MALLOC_PERTURB_=perturb), timeout=300)
+        assert done.returncode == 0, done.stderr
+        with np.load(path) as saved:
+            runs.append([saved[f"arr_{k}"] for k in range(len(saved.files))])
+    first, second = runs
+    assert len(first) == 13
+    for k, (a, b) in enumerate(zip(first, second)):
+        assert a.dtype == b.dtype and a.shape == b.shape, k
+        assert np.array_equal(a, b, equal_nan=True), f"result {k} differs between the runs"
 
 
 @pytest.mark.parametrize("backend", CPU)
