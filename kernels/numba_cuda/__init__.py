@@ -5,6 +5,9 @@ lstm_cell.py  one LSTM step for any H: gates GEMM + cell math, pointwise backwar
 lstm.py       the whole sequence as one persistent launch per direction (H <= 64 float32)
 partials.py   the deterministic sum of per-block partials
 tiles.py      the shared-memory GEMM tile used by dense.py and lstm_cell.py
+stack_dense.py   dense.py's kernels for a stack of models (a models grid axis)
+stack_lstm.py    the whole sequence for a stack of models, one thread per (model, row),
+                 with per-row lengths
 
 Each kernel module exposes, per kernel, `<name>_source(dtype)` (the Python function for
 one dtype and static configuration; tinynet.backends.numba_cuda compiles and caches it)
@@ -15,7 +18,7 @@ compile_targets() lists every kernel with concrete argument types, for
 
 import numpy as np
 
-from . import dense, lstm, lstm_cell, partials
+from . import dense, lstm, lstm_cell, partials, stack_dense, stack_lstm
 
 DTYPES = (np.float32, np.float64)
 
@@ -26,7 +29,8 @@ def _suffix(dtype):
 
 def compile_targets():
     """[(name, python function, argument types)] for every kernel at its default config:
-    both dtypes; the persistent LSTM kernels at their largest hidden size."""
+    both dtypes; the persistent LSTM kernels at their largest hidden size, the stack LSTM
+    kernels at the largest whose state stays in registers."""
     targets = []
     for dtype in DTYPES:
         kernels = [
@@ -48,6 +52,18 @@ def compile_targets():
             (f"lstm_backward_h{lstm.max_hidden(dtype)}",
              lstm.lstm_backward_source(dtype, lstm.max_hidden(dtype)),
              lstm.lstm_backward_argtypes(dtype)),
+            ("stack_dense_forward", stack_dense.stack_dense_forward_source(dtype),
+             stack_dense.stack_dense_forward_argtypes(dtype)),
+            ("stack_dense_backward_dx", stack_dense.stack_dense_backward_dx_source(dtype),
+             stack_dense.stack_dense_backward_dx_argtypes(dtype)),
+            ("stack_dense_backward_dw", stack_dense.stack_dense_backward_dw_source(dtype),
+             stack_dense.stack_dense_backward_dw_argtypes(dtype)),
+            (f"stack_lstm_forward_h{stack_lstm.register_hidden(dtype)}",
+             stack_lstm.stack_lstm_forward_source(dtype, stack_lstm.register_hidden(dtype)),
+             stack_lstm.stack_lstm_forward_argtypes(dtype)),
+            (f"stack_lstm_backward_h{stack_lstm.register_hidden(dtype)}",
+             stack_lstm.stack_lstm_backward_source(dtype, stack_lstm.register_hidden(dtype)),
+             stack_lstm.stack_lstm_backward_argtypes(dtype)),
         ]
         targets.extend((f"{name}_{_suffix(dtype)}", function, argtypes)
                        for name, function, argtypes in kernels)

@@ -23,6 +23,10 @@ dense_backward_dw  grid dense_backward_dw_grid(in, out, chunks).  The batch is s
                    Chunks are summed in a fixed order by partials.sum_partials (no float
                    atomics), so results are the same run to run; with one chunk partial[0]
                    is the result.
+
+The work of one block is a device function (forward_tile, backward_dx_tile,
+backward_dw_tile) taking the block's shared tiles and accumulators as arguments, so that
+stack_dense.py runs the same tiles on each model's slices.
 """
 
 import math
@@ -101,37 +105,45 @@ def finish_row(y, b, has_bias, code, row, col, z0, z1, z2, z3):
         finish_value(y, b, has_bias, code, row, col + 3, z3)
 
 
+@device
+def forward_tile(x_tile, w_tile, acc, x, w, b, has_bias, code, y, row0, col0):
+    """The block's tile of y = act(x @ w + b) at (row0, col0): x (batch, in), w (in, out),
+    b (out,) read only if has_bias, y (batch, out); x_tile, w_tile the shared staging
+    tiles (TILE_K, PADDED), acc the thread's (PER_THREAD, PER_THREAD) accumulators."""
+    n_in = w.shape[0]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    thread = ty * SIDE + tx
+    # x_tile[k, m] = x[row0 + m, k0 + k]; w_tile[k, n] = w[k0 + k, col0 + n]
+    zero_accumulators(acc)
+    for k0 in range(0, n_in, TILE_K):
+        stage_transposed(x_tile, x, row0, k0, thread)
+        stage_natural(w_tile, w, k0, n_in, col0, thread)
+        cuda.syncthreads()   # both tiles staged before anyone multiplies
+        multiply_tiles(x_tile, w_tile, acc, ty, tx)
+        cuda.syncthreads()   # everyone done reading before the next stage overwrites
+    # One call per accumulator row, with constant indices: acc stays in registers
+    # (a loop holding 16 inlined activations is not always unrolled, and acc[i, j]
+    # would then live on the stack).
+    row = row0 + ty * PER_THREAD
+    col = col0 + tx * PER_THREAD
+    finish_row(y, b, has_bias, code, row, col, acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3])
+    finish_row(y, b, has_bias, code, row + 1, col, acc[1, 0], acc[1, 1], acc[1, 2],
+               acc[1, 3])
+    finish_row(y, b, has_bias, code, row + 2, col, acc[2, 0], acc[2, 1], acc[2, 2],
+               acc[2, 3])
+    finish_row(y, b, has_bias, code, row + 3, col, acc[3, 0], acc[3, 1], acc[3, 2],
+               acc[3, 3])
+
+
 def dense_forward_source(dtype):
     def dense_forward(x, w, b, has_bias, code, y):
         # x (batch, in), w (in, out), b (out,) read only if has_bias, y (batch, out)
-        n_in, n_out = w.shape
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        thread = ty * SIDE + tx
-        row0, col0 = tile_origin(n_out, TILE)
-        # x_tile[k, m] = x[row0 + m, k0 + k]; w_tile[k, n] = w[k0 + k, col0 + n]
         x_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         w_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         acc = cuda.local.array((PER_THREAD, PER_THREAD), dtype)
-        zero_accumulators(acc)
-        for k0 in range(0, n_in, TILE_K):
-            stage_transposed(x_tile, x, row0, k0, thread)
-            stage_natural(w_tile, w, k0, n_in, col0, thread)
-            cuda.syncthreads()   # both tiles staged before anyone multiplies
-            multiply_tiles(x_tile, w_tile, acc, ty, tx)
-            cuda.syncthreads()   # everyone done reading before the next stage overwrites
-        # One call per accumulator row, with constant indices: acc stays in registers
-        # (a loop holding 16 inlined activations is not always unrolled, and acc[i, j]
-        # would then live on the stack).
-        row = row0 + ty * PER_THREAD
-        col = col0 + tx * PER_THREAD
-        finish_row(y, b, has_bias, code, row, col, acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3])
-        finish_row(y, b, has_bias, code, row + 1, col, acc[1, 0], acc[1, 1], acc[1, 2],
-                   acc[1, 3])
-        finish_row(y, b, has_bias, code, row + 2, col, acc[2, 0], acc[2, 1], acc[2, 2],
-                   acc[2, 3])
-        finish_row(y, b, has_bias, code, row + 3, col, acc[3, 0], acc[3, 1], acc[3, 2],
-                   acc[3, 3])
+        row0, col0 = tile_origin(w.shape[1], TILE)
+        forward_tile(x_tile, w_tile, acc, x, w, b, has_bias, code, y, row0, col0)
     return dense_forward
 
 
@@ -140,32 +152,40 @@ def dense_forward_argtypes(dtype):
             scalar(int), c_array(dtype, 2))
 
 
+@device
+def backward_dx_tile(dz_tile, w_tile, acc, dy, y, code, w, dx, row0, col0):
+    """The block's tile of dx = dz @ w.T at (row0, col0), dz = dy * act'(y): dy, y (batch,
+    out) (y read only if code != 0), w (in, out), dx (batch, in); tiles and acc as in
+    forward_tile."""
+    batch, n_out = dy.shape
+    n_in = w.shape[0]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    thread = ty * SIDE + tx
+    # dz_tile[k, m] = dz[row0 + m, k0 + k]; w_tile[k, n] = w[col0 + n, k0 + k]
+    zero_accumulators(acc)
+    for k0 in range(0, n_out, TILE_K):
+        stage_gradient_transposed(dz_tile, dy, y, code, row0, k0, thread)
+        stage_transposed(w_tile, w, col0, k0, thread)
+        cuda.syncthreads()   # both tiles staged before anyone multiplies
+        multiply_tiles(dz_tile, w_tile, acc, ty, tx)
+        cuda.syncthreads()   # everyone done reading before the next stage overwrites
+    for i in range(PER_THREAD):
+        row = row0 + ty * PER_THREAD + i
+        for j in range(PER_THREAD):
+            col = col0 + tx * PER_THREAD + j
+            if row < batch and col < n_in:
+                dx[row, col] = acc[i, j]
+
+
 def dense_backward_dx_source(dtype):
     def dense_backward_dx(dy, y, code, w, dx):
         # dy, y (batch, out) (y read only if code != 0), w (in, out), dx (batch, in)
-        batch, n_out = dy.shape
-        n_in = w.shape[0]
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        thread = ty * SIDE + tx
-        row0, col0 = tile_origin(n_in, TILE)
-        # dz_tile[k, m] = dz[row0 + m, k0 + k]; w_tile[k, n] = w[col0 + n, k0 + k]
         dz_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         w_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         acc = cuda.local.array((PER_THREAD, PER_THREAD), dtype)
-        zero_accumulators(acc)
-        for k0 in range(0, n_out, TILE_K):
-            stage_gradient_transposed(dz_tile, dy, y, code, row0, k0, thread)
-            stage_transposed(w_tile, w, col0, k0, thread)
-            cuda.syncthreads()   # both tiles staged before anyone multiplies
-            multiply_tiles(dz_tile, w_tile, acc, ty, tx)
-            cuda.syncthreads()   # everyone done reading before the next stage overwrites
-        for i in range(PER_THREAD):
-            row = row0 + ty * PER_THREAD + i
-            for j in range(PER_THREAD):
-                col = col0 + tx * PER_THREAD + j
-                if row < batch and col < n_in:
-                    dx[row, col] = acc[i, j]
+        row0, col0 = tile_origin(w.shape[0], TILE)
+        backward_dx_tile(dz_tile, w_tile, acc, dy, y, code, w, dx, row0, col0)
     return dense_backward_dx
 
 
@@ -174,52 +194,63 @@ def dense_backward_dx_argtypes(dtype):
             c_array(dtype, 2))
 
 
+@device
+def backward_dw_tile(x_tile, dz_tile, acc, bias_acc, x, dy, y, code, has_bias, row_begin,
+                     row_end, partial):
+    """The block's tile of partial = [x[rows].T @ dz[rows] ; dz[rows].sum(0) if has_bias]
+    for rows row_begin .. row_end - 1, at feature tile blockIdx.y and column tile
+    blockIdx.x: x (batch, in), dy, y (batch, out) (y read only if code != 0), partial
+    (in + has_bias, out); bias_acc the thread's (PER_THREAD,) bias sums."""
+    n_in = x.shape[1]
+    n_out = dy.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    thread = ty * SIDE + tx
+    f0 = cuda.blockIdx.y * TILE
+    col0 = cuda.blockIdx.x * TILE
+    # x_tile[k, m] = x[r0 + k, f0 + m]; dz_tile[k, n] = dz[r0 + k, col0 + n]
+    zero_accumulators(acc)
+    # db: the first row of threads of the first feature tile also sums the staged dz
+    sums_bias = has_bias and cuda.blockIdx.y == 0 and ty == 0
+    for j in range(PER_THREAD):
+        bias_acc[j] = 0
+    for r0 in range(row_begin, row_end, TILE_K):
+        stage_natural(x_tile, x, r0, row_end, f0, thread)
+        stage_gradient_natural(dz_tile, dy, y, code, r0, row_end, col0, thread)
+        cuda.syncthreads()   # both tiles staged before anyone multiplies
+        multiply_tiles(x_tile, dz_tile, acc, ty, tx)
+        if sums_bias:
+            for k in range(TILE_K):
+                for j in range(PER_THREAD):
+                    bias_acc[j] += dz_tile[k, tx * PER_THREAD + j]
+        cuda.syncthreads()   # everyone done reading before the next stage overwrites
+    for i in range(PER_THREAD):
+        feature = f0 + ty * PER_THREAD + i
+        for j in range(PER_THREAD):
+            col = col0 + tx * PER_THREAD + j
+            if feature < n_in and col < n_out:
+                partial[feature, col] = acc[i, j]
+    if sums_bias:
+        for j in range(PER_THREAD):
+            col = col0 + tx * PER_THREAD + j
+            if col < n_out:
+                partial[n_in, col] = bias_acc[j]
+
+
 def dense_backward_dw_source(dtype):
     def dense_backward_dw(x, dy, y, code, has_bias, rows_per_chunk, partial):
         # x (batch, in), dy and y (batch, out) (y read only if code != 0),
         # partial (chunks, in + has_bias, out): for the rows of chunk c,
         #   partial[c, :in] = x[rows].T @ dz[rows], partial[c, in] = dz[rows].sum(0) (if has_bias)
-        batch, n_in = x.shape
-        n_out = dy.shape[1]
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        thread = ty * SIDE + tx
-        chunk = cuda.blockIdx.z
-        f0 = cuda.blockIdx.y * TILE
-        col0 = cuda.blockIdx.x * TILE
-        row_begin = chunk * rows_per_chunk
-        row_end = min(batch, row_begin + rows_per_chunk)
-        # x_tile[k, m] = x[r0 + k, f0 + m]; dz_tile[k, n] = dz[r0 + k, col0 + n]
         x_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         dz_tile = cuda.shared.array((TILE_K, PADDED), dtype, alignment=VECTOR_ALIGNMENT)
         acc = cuda.local.array((PER_THREAD, PER_THREAD), dtype)
-        zero_accumulators(acc)
-        # db: the first row of threads of the first feature tile also sums the staged dz
-        sums_bias = has_bias and cuda.blockIdx.y == 0 and ty == 0
         bias_acc = cuda.local.array(PER_THREAD, dtype)
-        for j in range(PER_THREAD):
-            bias_acc[j] = 0
-        for r0 in range(row_begin, row_end, TILE_K):
-            stage_natural(x_tile, x, r0, row_end, f0, thread)
-            stage_gradient_natural(dz_tile, dy, y, code, r0, row_end, col0, thread)
-            cuda.syncthreads()   # both tiles staged before anyone multiplies
-            multiply_tiles(x_tile, dz_tile, acc, ty, tx)
-            if sums_bias:
-                for k in range(TILE_K):
-                    for j in range(PER_THREAD):
-                        bias_acc[j] += dz_tile[k, tx * PER_THREAD + j]
-            cuda.syncthreads()   # everyone done reading before the next stage overwrites
-        for i in range(PER_THREAD):
-            feature = f0 + ty * PER_THREAD + i
-            for j in range(PER_THREAD):
-                col = col0 + tx * PER_THREAD + j
-                if feature < n_in and col < n_out:
-                    partial[chunk, feature, col] = acc[i, j]
-        if sums_bias:
-            for j in range(PER_THREAD):
-                col = col0 + tx * PER_THREAD + j
-                if col < n_out:
-                    partial[chunk, n_in, col] = bias_acc[j]
+        chunk = cuda.blockIdx.z
+        row_begin = chunk * rows_per_chunk
+        row_end = min(x.shape[0], row_begin + rows_per_chunk)
+        backward_dw_tile(x_tile, dz_tile, acc, bias_acc, x, dy, y, code, has_bias, row_begin,
+                         row_end, partial[chunk])
     return dense_backward_dw
 
 

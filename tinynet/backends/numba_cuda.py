@@ -17,8 +17,16 @@ Which kernels run (each kernel file's header says what it computes and how it la
              lstm_cell.lstm_cell_backward_dz and the dh GEMM (dense_backward_dx), then
              dxs, dw_ih, db, dw_hh as GEMMs over all steps (dense.py).
   lstm_cell  a sequence of one step: the same kernels as lstm.
+Stacks of M models (the stack_* functions):
+  dense      stack_dense.py: dense.py's tiles with a models axis, the dw chunks summed by
+             partials.sum_partials.
+  lstm       stack_lstm.stack_lstm_forward / stack_lstm_backward, one thread per (model,
+             batch row), one launch per direction with per-row lengths; the backward's
+             per-row weight gradients are summed over the batch by partials.sum_partials.
+  lstm_cell  a sequence of one step: the same kernels as lstm.
 Compiled kernels are cached per (kernel, dtype, H of the persistent kernels): the first
-call with a new dtype or H compiles, later calls only launch.
+call with a new dtype or H compiles, later calls only launch. Kernels launch on CuPy's
+current stream, so they are ordered with the CuPy work around them.
 """
 
 import functools
@@ -27,7 +35,8 @@ import numpy as np
 from numba import cuda, types
 
 from tinynet._activations import CODES
-from tinynet.kernels.numba_cuda import dense, lstm, lstm_cell, partials, tiles
+from tinynet.kernels.numba_cuda import (dense, lstm, lstm_cell, partials, stack_dense,
+                                        stack_lstm, tiles)
 
 NAME = "numba-cuda"
 IS_GPU = True
@@ -45,13 +54,32 @@ else:
 
 
 def unavailable_reason():
+    """None if a kernel compiles and runs here, else why not. Runs when the backend is first
+    used (tinynet._dispatch), not at import."""
     if SIMULATED:
         return None
     if not cuda.is_available():
         return "no CUDA GPU found (numba.cuda.is_available() is False)"
     if xp is None:
         return "cupy is not installed: pip install 'tinynet[gpu]'"
+    try:
+        _compile_and_launch_one()
+    except Exception as error:    # whatever broke, it is the reason; nothing else would run
+        return (f"numba-cuda cannot compile and launch a kernel ({type(error).__name__}: "
+                f"{error}); it needs the CUDA toolkit's libNVVM: install the toolkit and set "
+                "CUDA_HOME, or pip install 'tinynet[gpu]'")
     return None
+
+
+def _compile_and_launch_one():
+    """Compile (through libNVVM) and launch one tiny kernel, and check what it wrote."""
+    def add_one(out):
+        out[0] += 1
+
+    out = xp.zeros(1, np.float32)
+    _launch(cuda.jit(types.void(tiles.c_array(np.float32, 1)))(add_one), (1,), 1, out)
+    if float(out[0]) != 1.0:
+        raise RuntimeError(f"the test kernel wrote {float(out[0])} where 1.0 was expected")
 
 
 _DLPACK_CUDA = 2    # DLDeviceType kDLCUDA
@@ -83,6 +111,10 @@ def to_numpy(a):
     return np.asarray(a) if SIMULATED else xp.asnumpy(a)
 
 
+def zeros(shape, dtype):
+    return xp.zeros(shape, dtype)
+
+
 # --- kernels: compiled once per (kernel, dtype, static parameters), then launched -----
 
 @functools.cache
@@ -95,12 +127,39 @@ def _kernel(module, name, dtype, *static):
 
 
 def _launch(kernel, grid, block, *args):
+    """kernel[grid, block](*args) on CuPy's current stream. Every launch goes through here."""
+    if not all(grid):
+        # CUDA refuses a grid with no blocks (numba-cuda: "LaunchConfig.grid values must be
+        # >= 1"); the simulator would run nothing. Refused here, on both, so that the caller
+        # that forgot to skip an empty problem fails in tests without a GPU too.
+        raise ValueError(f"{kernel.py_func.__name__}: launch with an empty grid {grid}; "
+                         "the caller must skip empty problems")
     if SIMULATED:
         # The simulator copies every NumPy argument to its fake device and back after the
         # launch; inputs (read-only views, see asarray) are only copied in.
         args = [cuda.In(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
                 for a in args]
-    kernel[grid, block](*args)
+    # numba-cuda warns (NumbaPerformanceWarning) when it configures a launch of fewer than
+    # 128 blocks; small launches are what this package is for, so not for these.
+    config = cuda.config
+    warns = config.CUDA_LOW_OCCUPANCY_WARNINGS
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    try:
+        configured = kernel[grid, block, _stream()]
+    finally:
+        config.CUDA_LOW_OCCUPANCY_WARNINGS = warns
+    configured(*args)
+
+
+def _stream():
+    """CuPy's current stream (0, the default stream, under the simulator)."""
+    return 0 if SIMULATED else _external_stream(xp.cuda.get_current_stream().ptr)
+
+
+@functools.lru_cache(maxsize=64)
+def _external_stream(pointer):
+    # one Numba object per stream: numba-cuda caches configured launches per stream object
+    return 0 if pointer == 0 else cuda.external_stream(pointer)
 
 
 def _nothing(dtype, ndim):
@@ -212,7 +271,7 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
                     forget_bias, hs, cs, gates, hT, cT)
     else:
         kernel = _kernel(lstm_cell, "lstm_cell_forward", dtype.type)
-        for t in range(steps):
+        for t in range(steps if batch and hidden else 0):
             h_src, step_h = (h_start.reshape(batch, 1, hidden), 0) if t == 0 else (hs, t - 1)
             c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
             _launch(kernel, lstm_cell.lstm_cell_forward_grid(batch, hidden), tiles.BLOCK,
@@ -291,3 +350,115 @@ def _stepwise_backward(saved, dhs, dh_last, dc_last):
                                      False, dz_flat, dz_flat, linear)
     dw_all = xp.concatenate([dw_ih_and_db[:n_in], dw_hh, dw_ih_and_db[n_in:]])
     return dxs, dh, dc, dw_all
+
+
+# --- stacks of M models ------------------------------------------------------------------
+
+def stack_dense_forward(x, w, b, activation):
+    # x (M, batch, in), w (M, in, out), b (M, out) or None -> y (M, batch, out)
+    n_models, batch, _ = x.shape
+    n_out = w.shape[2]
+    y = xp.empty((n_models, batch, n_out), x.dtype)
+    if y.size:
+        _launch(_kernel(stack_dense, "stack_dense_forward", x.dtype.type),
+                (tiles.grid(batch, n_out)[0], stack_dense.models_grid(n_models)), tiles.BLOCK,
+                x, w, _nothing(x.dtype, 2) if b is None else b, b is not None,
+                CODES[activation], y)
+    return y, (x, w, b is not None, activation, y)
+
+
+def stack_dense_backward(saved, dy):
+    x, w, has_bias, activation, y = saved
+    n_models, batch, n_in = x.shape
+    n_out = w.shape[2]
+    code = CODES[activation]
+    dx = xp.empty(x.shape, x.dtype)
+    if dx.size:
+        _launch(_kernel(stack_dense, "stack_dense_backward_dx", x.dtype.type),
+                (tiles.grid(batch, n_in)[0], stack_dense.models_grid(n_models)), tiles.BLOCK,
+                dy, y, code, w, dx)
+    # [dw ; db] per model, the batch split into chunks summed in a fixed order
+    n_rows = n_in + int(has_bias)
+    chunks, rows_per_chunk = dense.batch_split(batch, n_in, n_out)
+    partial = xp.empty((chunks, n_models, n_rows, n_out), x.dtype)
+    if partial.size:
+        _launch(_kernel(stack_dense, "stack_dense_backward_dw", x.dtype.type),
+                stack_dense.stack_dense_backward_dw_grid(n_models, n_in, n_out, chunks),
+                tiles.BLOCK, x, dy, y, code, has_bias, rows_per_chunk, partial)
+    dw_and_db = _sum_partials(partial)      # (M, in + has_bias, out)
+    return (dx, xp.ascontiguousarray(dw_and_db[:, :n_in]),
+            xp.ascontiguousarray(dw_and_db[:, n_in]) if has_bias else None)
+
+
+def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
+                            forget_bias):
+    # x (M, batch, in), h and c (M, batch, H): the sequence (M, batch, 1, in) from h, c
+    n_models, batch, n_in = x.shape
+    _, h1, c1, saved = stack_lstm_forward(
+        x.reshape(n_models, batch, 1, n_in), h, c, w_ih, w_hh, b, activation,
+        recurrent_activation, forget_bias, xp.ones((n_models, batch), np.int32))
+    return h1, c1, saved
+
+
+def stack_lstm_cell_backward(saved, dh1, dc1):
+    dxs, dh, dc, dw_ih, dw_hh, db = _stack_lstm_backward(saved, None, dh1, dc1)
+    n_models, batch, _, n_in = dxs.shape
+    return dxs.reshape(n_models, batch, n_in), dh, dc, dw_ih, dw_hh, db
+
+
+def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
+                       forget_bias, lengths):
+    # xs (M, batch, steps, in), h0 and c0 (M, batch, H), forget_bias (M,),
+    # lengths (M, batch) int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    n_models, batch, steps, _ = xs.shape
+    hidden = w_hh.shape[1]
+    dtype = xs.dtype
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    threads = n_models * batch
+    # saved for the backward, thread index innermost (stack_lstm.py)
+    cs = xp.empty((steps, hidden, threads), dtype)
+    gates = xp.empty((steps, 4 * hidden, threads), dtype)
+    if threads and hidden:
+        hs = xp.empty((n_models, batch, steps, hidden), dtype)
+        hT = xp.empty((n_models, batch, hidden), dtype)
+        cT = xp.empty((n_models, batch, hidden), dtype)
+        _launch(_kernel(stack_lstm, "stack_lstm_forward", dtype.type, hidden),
+                stack_lstm.grid(threads), stack_lstm.THREADS, xs, h0, c0, w_ih, w_hh, b,
+                forget_bias, lengths, act, rec, hs, hT, cT, cs, gates)
+    else:    # nothing to compute: every output is empty
+        hs = xp.zeros((n_models, batch, steps, hidden), dtype)
+        hT = xp.zeros((n_models, batch, hidden), dtype)
+        cT = xp.zeros((n_models, batch, hidden), dtype)
+    saved = (xs, h0, c0, w_ih, w_hh, hs, cs, gates, lengths, act, rec)
+    return hs, hT, cT, saved
+
+
+def stack_lstm_backward(saved, dhs, dhT, dcT):
+    return _stack_lstm_backward(saved, dhs, dhT, dcT)
+
+
+def _stack_lstm_backward(saved, dhs, dhT, dcT):
+    """stack_lstm_backward; dhs None: no gradient reaches hs (a cell)."""
+    xs, h0, c0, w_ih, w_hh, hs, cs, gates, lengths, act, rec = saved
+    n_models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    dtype = xs.dtype
+    threads = n_models * batch
+    n_features = n_in + hidden + 1
+    if not (threads and hidden):    # the gates do not depend on anything: zero gradients
+        return (xp.zeros(xs.shape, dtype), xp.zeros(h0.shape, dtype), xp.zeros(c0.shape, dtype),
+                xp.zeros(w_ih.shape, dtype), xp.zeros(w_hh.shape, dtype),
+                xp.zeros((n_models, 4 * hidden), dtype))
+    dz_all = xp.empty((steps, 4 * hidden, threads), dtype)
+    dxs = xp.empty(xs.shape, dtype)
+    dh0 = xp.empty(h0.shape, dtype)
+    dc0 = xp.empty(c0.shape, dtype)
+    dw_partial = xp.empty((batch, n_models, n_features, 4 * hidden), dtype)
+    _launch(_kernel(stack_lstm, "stack_lstm_backward", dtype.type, hidden),
+            stack_lstm.grid(threads), stack_lstm.THREADS, xs, h0, c0, w_ih, w_hh, hs, cs, gates,
+            lengths, act, rec, _nothing(dtype, 4) if dhs is None else dhs, dhs is not None,
+            dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial)
+    dw_all = _sum_partials(dw_partial)      # (M, in + H + 1, 4H): dw_ih, dw_hh, db
+    return (dxs, dh0, dc0, xp.ascontiguousarray(dw_all[:, :n_in]),
+            xp.ascontiguousarray(dw_all[:, n_in:n_in + hidden]),
+            xp.ascontiguousarray(dw_all[:, n_in + hidden]))
