@@ -12,6 +12,8 @@ SparseCategoricalCrossentropy (on a Dense(..., 'softmax') output, or from_logits
 SoftmaxCrossentropy; metrics 'accuracy', 'mae', 'mse', 'rmse'; optimizers SGD, Adam, RMSprop;
 EarlyStopping; checkpoints (fit(checkpoint=..., resume=True)); fit stops at the first
 inf/NaN loss (NonFiniteLoss) unless stop_on_nonfinite=False.
+Sequences of different lengths: nn.pad_sequences, and lengths= on a model's fit, predict,
+evaluate, train_on_batch and call (every LSTM layer stops at each sequence's length).
 Weights: model.save / model.load (.npz, atomic, never unpickled),
 model.load_torch_state_dict. Reproducibility: nn.set_seed(n) or seed= on layers/compile.
 """
@@ -25,6 +27,7 @@ from tinynet.nn.losses import (MSE, RMSE, BinaryCrossentropy, CategoricalCrossen
                                SoftmaxCrossentropy, SparseCategoricalCrossentropy)
 from tinynet.nn.model import Model, Sequential
 from tinynet.nn.optimizers import SGD, Adam, Optimizer, RMSprop
+from tinynet.nn.sequences import pad_sequences
 from tinynet.nn.training import EarlyStopping, History, NonFiniteLoss
 
 __all__ = ["Dense", "LSTM", "Conv1D", "Embedding", "GlobalPool1D", "Concatenate", "Sum",
@@ -32,4 +35,4 @@ __all__ = ["Dense", "LSTM", "Conv1D", "Embedding", "GlobalPool1D", "Concatenate"
            "MSE", "RMSE", "BinaryCrossentropy", "CategoricalCrossentropy",
            "SparseCategoricalCrossentropy", "SoftmaxCrossentropy", "Loss",
            "SGD", "Adam", "RMSprop", "Optimizer", "EarlyStopping", "History", "NonFiniteLoss",
-           "initializers", "set_seed"]
+           "initializers", "set_seed", "pad_sequences"]

@@ -143,14 +143,18 @@ class Program:
                 shapes[s] = tuple(shape)
         return [shapes[s] for s in self.output_slots]
 
-    def forward(self, inputs):
-        """Model outputs and the tape (one cache per call)."""
+    def forward(self, inputs, lengths=None):
+        """Model outputs and the tape (one cache per call). lengths (each sequence's valid
+        steps) goes to every layer that takes it (the LSTMs)."""
         values = [None] * self.n_slots
         values[:self.n_inputs] = inputs
         tape = []
         for layer, ins, outs in self.steps:
-            y, cache = layer.forward([values[s] for s in ins] if layer.takes_list
-                                     else values[ins[0]])
+            if layer.takes_lengths:
+                y, cache = layer.forward(values[ins[0]], lengths)
+            else:
+                y, cache = layer.forward([values[s] for s in ins] if layer.takes_list
+                                         else values[ins[0]])
             if len(outs) == 1:
                 values[outs[0]] = y
             else:

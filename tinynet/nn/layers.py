@@ -11,6 +11,11 @@ A layer owns its weights (Parameter objects) and knows three things:
 
 Dense, LSTM and Conv1D compute through tinynet.ops (any backend); the rest is element-wise
 glue run by the array module of the data (NumPy on the host, CuPy on a GPU).
+
+In a stack (nn.Stack) a layer runs M models at once: `models` is M, every weight has a
+leading models axis (M, ...), and so has every input and output; shapes in the checks and
+messages are those of one model. A layer's forward takes `lengths` when `takes_lengths`
+(the LSTM: each sequence's valid steps, (batch,) or (M, batch) in a stack).
 Calling a layer on an array runs it; calling it on a symbolic tensor (nn.Input) builds a
 graph for nn.Model. Every shape error is a ValueError that names the layer, the shape it
 expected, the shape it got, and the likely fix.
@@ -90,6 +95,8 @@ class Layer:
     takes_list = False
     n_outputs = 1
     sequence_input = False      # True: input is (batch, steps, features)
+    takes_lengths = False       # True: forward(x, lengths)
+    models = None               # M in a stack: a leading models axis on weights and data
 
     def __init__(self, name=None, dtype="float32"):
         self.name = name
@@ -171,6 +178,14 @@ class Layer:
     def fail(self, message):
         raise ValueError(f"{self.label}: {message}")
 
+    def model_shape(self, x):
+        """The shape of one model's part of x (x itself outside a stack)."""
+        return x.shape if self.models is None else x.shape[1:]
+
+    def model_axis(self, axis, ndim):
+        """A non-negative axis of one model's ndim-D data, as an axis of the data itself."""
+        return axis % ndim + (0 if self.models is None else 1)
+
     def check_dtype(self, x):
         if x.dtype != self.dtype:
             if x.dtype.kind in "iub":
@@ -203,15 +218,17 @@ class Layer:
 
     # --- calling ----------------------------------------------------------------------
 
-    def __call__(self, inputs):
-        """On arrays: run the layer (no gradient record). On nn.Input tensors: add a node
-        to the graph and return its symbolic output(s)."""
+    def __call__(self, inputs, lengths=None):
+        """On arrays: run the layer (no gradient record; lengths for an LSTM). On nn.Input
+        tensors: add a node to the graph and return its symbolic output(s)."""
         items = list(inputs) if self.takes_list and isinstance(inputs, (list, tuple)) else [inputs]
         if self.takes_list and not isinstance(inputs, (list, tuple)):
             self.fail("takes a list of inputs, e.g. layer([a, b, c])")
         if any(isinstance(t, Tensor) for t in items):
             return symbolic_call(self, items)
-        y, _ = self.forward(inputs)
+        if lengths is not None and not self.takes_lengths:
+            self.fail("takes no lengths (only an LSTM does)")
+        y, _ = self.forward(inputs, lengths) if self.takes_lengths else self.forward(inputs)
         return y
 
     def output_shape(self, shape):
@@ -269,35 +286,36 @@ class Dense(Layer):
         return tuple(shape[:-1]) + (self.out_features,)
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        self.output_shape(self.model_shape(x))
         self.check_dtype(x)
         lead = x.shape[:-1]
-        x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
+        rows = (-1,) if self.models is None else (self.models, -1)   # ops' (M,) batch axis
+        x2 = x if x.ndim == len(rows) + 1 else x.reshape(rows + (self.in_features,))
         softmax = self.activation == "softmax"
         y, ctx = ops.dense(x2, self.kernel.value, None if self.bias is None else self.bias.value,
                            "linear" if softmax else self.activation, backend=self.backend)
         self.last_backend = ctx.backend.NAME
-        if softmax:                                 # y: the logits (rows, out)
+        if softmax:                                 # y: the logits (..., rows, out)
             xp = array_module(y)
-            y = xp.exp(y - y.max(axis=1, keepdims=True))
-            y /= y.sum(axis=1, keepdims=True)
-        cache = ctx, lead, (y if softmax else None)
-        return (y if x.ndim == 2 else y.reshape(lead + (self.out_features,))), cache
+            y = xp.exp(y - y.max(axis=-1, keepdims=True))
+            y /= y.sum(axis=-1, keepdims=True)
+        cache = ctx, lead, rows, (y if softmax else None)
+        return (y if x.ndim == len(rows) + 1 else y.reshape(lead + (self.out_features,))), cache
 
     def backward(self, cache, dy):
-        ctx, lead, prob = cache
+        ctx, lead, rows, prob = cache
         if isinstance(dy, LogitsGradient):          # a loss fused with the softmax
             dz = dy.value
         else:
-            dz = dy if len(lead) == 1 else dy.reshape(-1, self.out_features)
+            dz = dy if len(lead) == len(rows) else dy.reshape(rows + (self.out_features,))
             if prob is not None:                    # through the softmax: p (dy - <dy, p>)
-                dz = prob * (dz - (dz * prob).sum(axis=1, keepdims=True))
+                dz = prob * (dz - (dz * prob).sum(axis=-1, keepdims=True))
         dx, dw, db = ops.dense_backward(ctx, dz)
         if self.kernel.trainable:
             self.kernel.accumulate(dw)
         if self.bias is not None and self.bias.trainable:
             self.bias.accumulate(db)
-        return dx if len(lead) == 1 else dx.reshape(lead + (self.in_features,))
+        return dx if len(lead) == len(rows) else dx.reshape(lead + (self.in_features,))
 
 
 # --- LSTM -------------------------------------------------------------------------------
@@ -310,9 +328,12 @@ class LSTM(Layer):
     forget-gate bias (the Keras meaning). Initial state zeros (reset for every sequence).
 
     Output: the last h (batch, H), or every h (batch, steps, H) with return_sequences;
-    with return_state the outputs are [output, h_T, c_T]."""
+    with return_state the outputs are [output, h_T, c_T]. With lengths (batch,) (each
+    sequence's valid steps; steps past it are padding) the last h is each sequence's own,
+    and every h is zero at padding (tinynet.ops.lstm's lengths)."""
 
     sequence_input = True
+    takes_lengths = True
 
     def __init__(self, in_features, units, activation="tanh", recurrent_activation="sigmoid",
                  forget_bias=0.0, unit_forget_bias=True, return_sequences=False,
@@ -352,12 +373,13 @@ class LSTM(Layer):
             return [out, (batch, self.units), (batch, self.units)]
         return out
 
-    def forward(self, x):
-        self.output_shape(x.shape)
+    def forward(self, x, lengths=None):
+        self.output_shape(self.model_shape(x))
         self.check_dtype(x)
         hs, h_last, c_last, ctx = ops.lstm(
             x, None, None, self.kernel.value, self.recurrent_kernel.value, self.bias.value,
-            self.activation, self.recurrent_activation, self.forget_bias, backend=self.backend)
+            self.activation, self.recurrent_activation, self.forget_bias, lengths,
+            backend=self.backend)
         self.last_backend = ctx.backend.NAME
         out = hs if self.return_sequences else h_last
         if self.return_state:
@@ -433,36 +455,42 @@ class Conv1D(Layer):
         return (batch, out_steps, self.filters)
 
     def forward(self, x):
-        _, out_steps, _ = self.output_shape(x.shape)
+        _, out_steps, _ = self.output_shape(self.model_shape(x))
         self.check_dtype(x)
         xp = array_module(x)
-        batch, steps, channels = x.shape
+        lead = x.shape[:-2]                          # (batch,), or (M, batch) in a stack
+        steps, channels = x.shape[-2:]
+        x = x.reshape(-1, steps, channels)           # the samples of every model on axis 0
         before, after = self._pad
         if before or after:
             x = xp.pad(x, ((0, 0), (before, after), (0, 0)))
         # windows[b, t, j, c] = x_padded[b, t + j, c]
         window = xp.arange(out_steps)[:, None] + xp.arange(self.kernel_size)[None, :]
-        columns = x[:, window, :].reshape(batch * out_steps, self.kernel_size * channels)
-        w2 = self.kernel.value.reshape(self.kernel_size * channels, self.filters)
+        width = self.kernel_size * channels
+        models = () if self.models is None else (self.models,)
+        columns = x[:, window, :].reshape(models + (-1, width))
+        w2 = self.kernel.value.reshape(models + (width, self.filters))
         y, ctx = ops.dense(columns, w2, None if self.bias is None else self.bias.value,
                            self.activation, backend=self.backend)
         self.last_backend = ctx.backend.NAME
-        return y.reshape(batch, out_steps, self.filters), (ctx, batch, steps, out_steps)
+        return y.reshape(lead + (out_steps, self.filters)), (ctx, lead, steps, out_steps)
 
     def backward(self, cache, dy):
-        ctx, batch, steps, out_steps = cache
-        dcols, dw, db = ops.dense_backward(ctx, dy.reshape(batch * out_steps, self.filters))
+        ctx, lead, steps, out_steps = cache
+        models = () if self.models is None else (self.models,)
+        dcols, dw, db = ops.dense_backward(ctx, dy.reshape(models + (-1, self.filters)))
         if self.kernel.trainable:
             self.kernel.accumulate(dw.reshape(self.kernel.value.shape))
         if self.bias is not None and self.bias.trainable:
             self.bias.accumulate(db)
         xp = array_module(dcols)
-        dcols = dcols.reshape(batch, out_steps, self.kernel_size, self.in_channels)
+        dcols = dcols.reshape(-1, out_steps, self.kernel_size, self.in_channels)
         before, after = self._pad
-        dx_padded = xp.zeros((batch, steps + before + after, self.in_channels), dcols.dtype)
+        dx_padded = xp.zeros((len(dcols), steps + before + after, self.in_channels),
+                             dcols.dtype)
         for j in range(self.kernel_size):          # each tap adds to a shifted slice
             dx_padded[:, j:j + out_steps] += dcols[:, :, j]
-        return dx_padded[:, before:before + steps]
+        return dx_padded[:, before:before + steps].reshape(lead + (steps, self.in_channels))
 
 
 # --- Embedding --------------------------------------------------------------------------
@@ -511,20 +539,23 @@ class Embedding(Layer):
             if low < 0 or high >= self.vocab:
                 self.fail(f"id {low if low < 0 else high} is outside the vocabulary "
                           f"[0, {self.vocab})")
-        return xp.take(self.embeddings.value, ids, axis=0), ids
+        # in a stack, model m's id k is row m * vocab + k of the (M * vocab, dim) tables
+        rows = ids if self.models is None else ids + (
+            xp.arange(self.models) * self.vocab).reshape((-1,) + (1,) * (ids.ndim - 1))
+        return xp.take(self.embeddings.value.reshape(-1, self.dim), rows, axis=0), rows
 
-    def backward(self, ids, dy):
+    def backward(self, rows, dy):
         if self.embeddings.trainable:
             xp = array_module(dy)
-            grad = xp.zeros_like(self.embeddings.value)
-            flat_ids = ids.reshape(-1)
-            rows = dy.reshape(-1, self.dim)
+            grad = xp.zeros_like(self.embeddings.value).reshape(-1, self.dim)
+            flat_rows = rows.reshape(-1)
+            grads = dy.reshape(-1, self.dim)
             if xp is np:
-                np.add.at(grad, flat_ids, rows)
+                np.add.at(grad, flat_rows, grads)
             else:
                 import cupyx
-                cupyx.scatter_add(grad, flat_ids, rows)
-            self.embeddings.accumulate(grad)
+                cupyx.scatter_add(grad, flat_rows, grads)
+            self.embeddings.accumulate(grad.reshape(self.embeddings.value.shape))
         return None                 # ids are not differentiable
 
 
@@ -552,24 +583,26 @@ class GlobalPool1D(Layer):
             self.fail(f"input {shape_text(shape)} has no steps to pool over")
         return (shape[0], shape[2])
 
+    # the steps axis is -2, with or without a leading models axis
     def forward(self, x):
-        self.output_shape(x.shape)
+        self.output_shape(self.model_shape(x))
         if self.mode == "mean":
-            return x.mean(axis=1), x.shape
+            return x.mean(axis=-2), x.shape
         xp = array_module(x)
-        where = x.argmax(axis=1) if self.mode == "max" else x.argmin(axis=1)  # (batch, features)
-        return xp.take_along_axis(x, where[:, None, :], axis=1)[:, 0], (x.shape, where)
+        where = x.argmax(axis=-2) if self.mode == "max" else x.argmin(axis=-2)  # (..., features)
+        return (xp.take_along_axis(x, where[..., None, :], axis=-2)[..., 0, :],
+                (x.shape, where))
 
     def backward(self, cache, dy):
         xp = array_module(dy)
         if self.mode == "mean":
             shape = cache
             dx = xp.empty(shape, dy.dtype)
-            dx[...] = (dy / shape[1])[:, None, :]
+            dx[...] = (dy / shape[-2])[..., None, :]
             return dx
         shape, where = cache
         dx = xp.zeros(shape, dy.dtype)
-        xp.put_along_axis(dx, where[:, None, :], dy[:, None, :], axis=1)
+        xp.put_along_axis(dx, where[..., None, :], dy[..., None, :], axis=-2)
         return dx
 
 
@@ -623,9 +656,10 @@ class Concatenate(Layer):
                   f"their features instead with Concatenate(axis=-1){fixed}")
 
     def forward(self, xs):
-        self.output_shape([x.shape for x in xs])
+        shapes = [self.model_shape(x) for x in xs]
+        self.output_shape(shapes)
         xp = array_module(xs[0])
-        axis = self.axis % xs[0].ndim
+        axis = self.model_axis(self.axis, len(shapes[0]))
         return xp.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
 
     def backward(self, cache, dy):
@@ -657,8 +691,9 @@ class Sum(Layer):
         return tuple(n for k, n in enumerate(shape) if k != axis)
 
     def forward(self, x):
-        self.output_shape(x.shape)
-        axis = self.axis % x.ndim
+        shape = self.model_shape(x)
+        self.output_shape(shape)
+        axis = self.model_axis(self.axis, len(shape))
         return x.sum(axis=axis, keepdims=self.keepdims), (x.shape, axis)
 
     def backward(self, cache, dy):

@@ -18,6 +18,7 @@ fit/evaluate/predict convert x and y to the model's dtype on the host (like Kera
 token ids stay integers) and move each batch to the device once.
 """
 
+import math
 import re
 
 import numpy as np
@@ -26,7 +27,7 @@ import tinynet
 from tinynet.nn import initializers, io, losses, optimizers, training
 from tinynet.nn._arrays import array_module, shape_text
 from tinynet.nn.graph import Program, Tensor
-from tinynet.nn.layers import Embedding
+from tinynet.nn.layers import Embedding, LogitsGradient
 
 
 def _snake(name):
@@ -88,7 +89,7 @@ class Model:
         self.optimizer = None
         self.loss = None
         self._metrics = {}
-        self._rng = None
+        self.rng = None                 # fit's shuffling generator (set by compile)
         self.backend = None             # explicit backend name from .to(), else None
         self._placed = None             # backend name the weights were last placed for
         self._where = None              # the GPU backend holding the weights, or None
@@ -217,6 +218,21 @@ class Model:
             self._program.check_shapes([a.shape for a in out])
         return out
 
+    def _host_data(self, x, y=None, lengths=None, check_shapes=True):
+        """(inputs, target or None, lengths or None) as checked host arrays."""
+        xs = self._host_inputs(x, check_shapes)
+        return xs, None if y is None else self._host_target(y), self._host_lengths(lengths)
+
+    def _host_lengths(self, lengths):
+        """lengths as a host integer array (samples,); the LSTM op checks its values."""
+        if lengths is None:
+            return None
+        host = np.asarray(tinynet.to_numpy(lengths))
+        if host.dtype.kind not in "iu" or host.ndim != 1:
+            raise ValueError(f"lengths must be integers, one per sample (samples,), got "
+                             f"{host.dtype} of shape {shape_text(host.shape)}")
+        return host
+
     def _host_target(self, y):
         y = np.asarray(tinynet.to_numpy(y))
         if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
@@ -229,16 +245,19 @@ class Model:
 
     # --- running --------------------------------------------------------------------------
 
-    def __call__(self, x):
-        """Outputs for the arrays x (no batching, no conversion; device arrays stay there)."""
+    def __call__(self, x, lengths=None):
+        """Outputs for the arrays x (no batching, no conversion; device arrays stay there).
+        lengths: each sequence's valid steps (batch,), for every LSTM layer."""
         self._place()
-        outs, _ = self._program.forward(self._split_inputs(x))
+        outs, _ = self._program.forward(self._split_inputs(x), lengths)
         return outs[0] if len(outs) == 1 else outs
 
-    def forward(self, x):
+    def forward(self, x, lengths=None):
         """(outputs list, tape) for a custom training loop: see backward."""
         self._place()
-        return self._program.forward([self._to_device(a) for a in self._split_inputs(x)])
+        return self._program.forward([self._to_device(a) for a in self._split_inputs(x)],
+                                     None if lengths is None else self._to_device(
+                                         np.asarray(lengths)))
 
     def backward(self, tape, output_grads, input_grads=False):
         """Add d loss / d weight into every trainable Parameter.grad from the gradients of
@@ -259,7 +278,7 @@ class Model:
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
         self._metrics = {name: losses.metric(name, self.loss) for name in metrics}
-        self._rng = np.random.default_rng(
+        self.rng = np.random.default_rng(
             initializers.generator().integers(2 ** 63) if seed is None else seed)
         return self
 
@@ -267,36 +286,91 @@ class Model:
         if self.optimizer is None or self.loss is None:
             raise ValueError(f"{what}: call model.compile(optimizer=..., loss=...) first")
 
-    def train_on_batch(self, x, y):
+    def train_on_batch(self, x, y, lengths=None):
         """One update from one batch; returns the loss before the update."""
         self._require_compiled("train_on_batch")
         self._place()
-        xs = [self._to_device(a) for a in self._host_inputs(x, check_shapes=False)]
-        return training.train_step(self, xs, self._to_device(self._host_target(y)))[0]
+        xs, y, lengths = self._host_data(x, y, lengths, check_shapes=False)
+        return training.train_step(self, [self.loop_batch(a) for a in xs], self.loop_batch(y),
+                                   None if lengths is None else self.loop_batch(lengths))[0]
 
     def fit(self, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
             validation_data=None, verbose=1, early_stopping=None, checkpoint=None,
-            checkpoint_every=None, resume=False, stop_on_nonfinite=True):
+            checkpoint_every=None, resume=False, stop_on_nonfinite=True, lengths=None):
         """Train; returns a History (history.history['loss'], ['val_loss'], metrics).
         Stops with nn.NonFiniteLoss at the first inf or NaN loss unless
-        stop_on_nonfinite=False. See tinynet.nn.training.fit for every argument."""
+        stop_on_nonfinite=False. lengths: each sequence's valid steps (samples,), for the
+        LSTM layers. See tinynet.nn.training.fit for every argument."""
         return training.fit(self, x, y, epochs, batch_size, shuffle, validation_split,
                             validation_data, verbose, early_stopping, checkpoint,
-                            checkpoint_every, resume, stop_on_nonfinite)
+                            checkpoint_every, resume, stop_on_nonfinite, lengths)
 
-    def evaluate(self, x, y, batch_size=256):
+    def evaluate(self, x, y, batch_size=256, lengths=None):
         """{'loss': ..., metric: ...} over the whole set."""
         self._require_compiled("evaluate")
         self._place()
-        return training.evaluate(self, self._host_inputs(x), self._host_target(y), batch_size)
+        xs, y, lengths = self._host_data(x, y, lengths)
+        return training.evaluate(self, xs, y, batch_size, lengths)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x, batch_size=256, lengths=None):
         """Outputs as host NumPy arrays, computed batch by batch."""
         self._place()
-        xs = self._host_inputs(x)
-        outs = training.predict_device(self, xs, batch_size)
+        xs, _, lengths = self._host_data(x, None, lengths)
+        outs = training.predict_device(self, xs, batch_size, lengths)
         outs = [np.asarray(tinynet.to_numpy(o)) for o in outs]
         return outs[0] if len(outs) == 1 else outs
+
+    # --- the training loop's interface (tinynet.nn.training's docstring) -----------------
+
+    sample_axis = 0
+
+    @property
+    def metric_names(self):
+        return list(self._metrics)
+
+    def loop_ready(self, what):
+        self._require_compiled(what)
+        if len(self._program.output_slots) != 1:
+            raise ValueError(f"{what} trains a model with one output; this one has "
+                             f"{len(self._program.output_slots)}")
+        self._place()
+
+    def loop_data(self, x, y=None, lengths=None):
+        return self._host_data(x, y, lengths)
+
+    def loop_batch(self, a):
+        return self._to_device(a)
+
+    def loop_forward(self, xs, lengths):
+        return self._program.forward(xs, lengths)
+
+    def loop_backward(self, tape, grad):
+        self._program.backward(tape, [grad])
+
+    def loop_loss(self, pred, y):
+        output = self._program.sole_output_layer()
+        if isinstance(self.loss, losses.CategoricalCrossentropy) and not self.loss.from_logits \
+                and getattr(output, "activation", None) == "softmax":
+            value, grad = self.loss.softmax_value_and_grad(pred, y)    # fused with the softmax
+            return value, LogitsGradient(grad)
+        return self.loss.value_and_grad(pred, y)
+
+    def loop_metrics(self, pred, y):
+        return [f(pred, y) for f in self._metrics.values()]
+
+    def loop_check_finite(self, value, position):
+        if not math.isfinite(value):
+            raise training.non_finite(self, value, *position)
+
+    @staticmethod
+    def loop_text(value):
+        return f"{value:.4g}"
+
+    def loop_assign(self, weights):
+        self._assign(weights)
+
+    def loop_allows_early_stopping(self):
+        pass
 
     # --- files ----------------------------------------------------------------------------
 

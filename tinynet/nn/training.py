@@ -9,6 +9,22 @@ exactly where the interrupted run was: on a CPU backend the weights come out bit
 to an uninterrupted run. The file is checked like any untrusted file before anything is
 restored, and so is the fit itself: resuming with other data sizes, another batch size or
 another optimizer is refused.
+
+The loop serves nn.Model and nn.Stack alike through this interface (both provide it):
+
+    loop_ready(what)                 compiled, one output, weights placed; else ValueError
+    loop_data(x, y, lengths)         host arrays (a list of inputs, target, lengths or
+                                     None), checked, samples on axis 0
+    loop_batch(a)                    a host batch of samples as the model runs it (on its
+                                     device; a stack's with the models axis first)
+    loop_forward(xs, lengths)        (outputs, tape);  loop_backward(tape, grad)
+    loop_loss(pred, y)               (value, gradient): a float, or one per model
+    loop_metrics(pred, y)            [metric values], in the order of metric_names
+    loop_check_finite(value, at)     raise NonFiniteLoss where the loss is inf or NaN
+    loop_text(value)                 a value as the progress lines show it
+    loop_assign(weights)             set checked host weights; loop_allows_early_stopping()
+    sample_axis, metric_names, rng, optimizer, parameters(), named_parameters(),
+    get_weights(), zero_grad()
 """
 
 import json
@@ -19,9 +35,8 @@ import time
 
 import numpy as np
 
-from tinynet.nn import io, losses
+from tinynet.nn import io
 from tinynet.nn._arrays import array_module
-from tinynet.nn.layers import LogitsGradient
 
 
 class History:
@@ -87,68 +102,69 @@ class NonFiniteLoss(FloatingPointError):
     """fit stopped at a loss that is inf or NaN (fit(..., stop_on_nonfinite=False) trains on)."""
 
 
-def _non_finite(model, value, epoch, epochs, step, steps):
+def non_finite(model, value, epoch, epochs, step, steps, which=""):
     rate = model.optimizer.learning_rate
+    rate_text = f"{rate:g}" if np.ndim(rate) == 0 else "the current rates"
+    smaller = f"{rate / 10:g}" if np.ndim(rate) == 0 else "a tenth of them"
     return NonFiniteLoss(
-        f"fit: the loss is {value} at epoch {epoch + 1} of {epochs}, batch {step + 1} of "
-        f"{steps}: training diverged, and this batch's update was not applied. The usual "
-        f"fixes: a smaller learning rate ({type(model.optimizer).__name__}({rate / 10:g}) "
-        f"instead of {rate:g}), smaller initial weights (kernel_initializer=), inputs and "
+        f"fit: the loss is {value}{which} at epoch {epoch + 1} of {epochs}, batch {step + 1} "
+        f"of {steps}: training diverged, and this batch's update was not applied. The usual "
+        f"fixes: a smaller learning rate ({type(model.optimizer).__name__}({smaller}) "
+        f"instead of {rate_text}), smaller initial weights (kernel_initializer=), inputs and "
         "targets scaled to about 1, or gradient clipping (clipnorm=). To train on "
         "regardless, pass stop_on_nonfinite=False")
 
 
-def train_step(model, xs, y, position=None):
-    """Forward, loss, backward, update on device arrays; (loss, [metric values]).
+def train_step(model, xs, y, lengths=None, position=None):
+    """Forward, loss, backward, update on device batches; (loss, [metric values]).
     position: (epoch, epochs, step, steps) to raise NonFiniteLoss there, before any update,
     when the loss is inf or NaN; None: no check."""
     model.zero_grad()
-    outs, tape = model._program.forward(xs)
+    outs, tape = model.loop_forward(xs, lengths)
     pred = outs[0]
-    output = model._program.sole_output_layer()
-    if isinstance(model.loss, losses.CategoricalCrossentropy) and not model.loss.from_logits \
-            and getattr(output, "activation", None) == "softmax":
-        value, grad = model.loss.softmax_value_and_grad(pred, y)     # fused with the softmax
-        grad = LogitsGradient(grad)
-    else:
-        value, grad = model.loss.value_and_grad(pred, y)
-    if position is not None and not math.isfinite(value):
-        raise _non_finite(model, value, *position)
-    metrics = [f(pred, y) for f in model._metrics.values()]
-    model._program.backward(tape, [grad])
-    model.optimizer.step(model._params)
+    value, grad = model.loop_loss(pred, y)
+    if position is not None:
+        model.loop_check_finite(value, position)
+    metrics = model.loop_metrics(pred, y)
+    model.loop_backward(tape, grad)
+    model.optimizer.step(model.parameters())
     return value, metrics
 
 
-def predict_device(model, xs, batch_size):
+def predict_device(model, xs, batch_size, lengths=None):
     """The model's outputs for host inputs xs, batch by batch, left on the device."""
     n = len(xs[0])
     batch_size = n if batch_size is None else max(int(batch_size), 1)
     chunks = []
     for lo in range(0, max(n, 1), batch_size):
-        outs, _ = model._program.forward([model._to_device(a[lo:lo + batch_size]) for a in xs])
+        rows = slice(lo, lo + batch_size)
+        outs, _ = model.loop_forward([model.loop_batch(a[rows]) for a in xs],
+                                     None if lengths is None else model.loop_batch(lengths[rows]))
         chunks.append(outs)
     if len(chunks) == 1:
         return chunks[0]
-    return [array_module(parts[0]).concatenate(parts) for parts in zip(*chunks)]
+    return [array_module(parts[0]).concatenate(parts, axis=model.sample_axis)
+            for parts in zip(*chunks)]
 
 
-def evaluate(model, xs, y, batch_size=256):
+def evaluate(model, xs, y, batch_size=256, lengths=None):
     """{'loss': ..., '<metric>': ...} over the whole set (not a mean of batch values)."""
-    _check_samples(xs, y)
-    pred = predict_device(model, xs, batch_size)[0]
-    target = model._to_device(y)
-    logs = {"loss": model.loss.value_and_grad(pred, target)[0]}
-    for name, f in model._metrics.items():
-        logs[name] = f(pred, target)
+    check_samples(xs, y, lengths)
+    pred = predict_device(model, xs, batch_size, lengths)[0]
+    target = model.loop_batch(y)
+    logs = {"loss": model.loop_loss(pred, target)[0]}
+    logs.update(zip(model.metric_names, model.loop_metrics(pred, target)))
     return logs
 
 
-def _check_samples(xs, y):
+def check_samples(xs, y, lengths=None):
     counts = [len(a) for a in xs]
     if any(c != len(y) for c in counts):
         raise ValueError(f"x and y must have the same number of samples on axis 0, got "
                          f"{counts if len(counts) > 1 else counts[0]} and {len(y)}")
+    if lengths is not None and len(lengths) != len(y):
+        raise ValueError(f"lengths must have one entry per sample: {len(y)}, got "
+                         f"{len(lengths)}")
     return len(y)
 
 
@@ -156,42 +172,42 @@ def _check_samples(xs, y):
 
 def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
         validation_data=None, verbose=1, early_stopping=None, checkpoint=None,
-        checkpoint_every=None, resume=False, stop_on_nonfinite=True):
-    """Train `model` (compiled) on x, y.
+        checkpoint_every=None, resume=False, stop_on_nonfinite=True, lengths=None):
+    """Train `model` (compiled; an nn.Model or an nn.Stack) on x, y.
 
     epochs: passes over the training samples. batch_size: samples per update (1 = online
     learning; None = the whole set). shuffle: a new order every epoch, from the model's
     generator (compile(seed=...)). validation_split: this fraction of the samples, taken
     from the end before any shuffling, is held out and evaluated after every epoch as
-    'val_loss' (or pass validation_data=(x_val, y_val)). verbose: 0 silent, 1 one line per
-    epoch (and a progress count during long epochs on a terminal), 2 one line per epoch.
-    early_stopping: an EarlyStopping. checkpoint: a path written atomically every
-    checkpoint_every steps (updates), or at the end of every epoch when that is None, and
-    at the end; resume=True continues from that file when it exists. stop_on_nonfinite:
-    raise NonFiniteLoss at the first batch whose loss is inf or NaN, naming the epoch and
-    the batch, before that batch's update (False: train on, the history fills with NaN).
+    'val_loss' (or pass validation_data=(x_val, y_val) or (x_val, y_val, lengths_val)).
+    verbose: 0 silent, 1 one line per epoch (and a progress count during long epochs on a
+    terminal), 2 one line per epoch. early_stopping: an EarlyStopping. checkpoint: a path
+    written atomically every checkpoint_every steps (updates), or at the end of every epoch
+    when that is None, and at the end; resume=True continues from that file when it exists.
+    stop_on_nonfinite: raise NonFiniteLoss at the first batch whose loss is inf or NaN,
+    naming the epoch and the batch, before that batch's update (False: train on, the
+    history fills with NaN). lengths: each sequence's valid steps, for the LSTMs.
     Returns a History.
     """
-    model._require_compiled("fit")
-    if len(model._program.output_slots) != 1:
-        raise ValueError("fit trains a model with one output; this one has "
-                         f"{len(model._program.output_slots)}")
-    model._place()
-    xs = model._host_inputs(x)
-    y = model._host_target(y)
-    n = _check_samples(xs, y)
+    model.loop_ready("fit")
+    xs, y, lengths = model.loop_data(x, y, lengths)
+    n = check_samples(xs, y, lengths)
+    val_lengths = None
     if validation_data is not None:
-        val_x = model._host_inputs(validation_data[0])
-        val_y = model._host_target(validation_data[1])
-        train_x, train_y = xs, y
+        val_x, val_y, val_lengths = model.loop_data(*validation_data)
+        train_x, train_y, train_lengths = xs, y, lengths
     elif validation_split:
         if not 0.0 < validation_split < 1.0:
             raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
         split = int(n * (1.0 - validation_split))
         train_x, train_y = [a[:split] for a in xs], y[:split]
         val_x, val_y = [a[split:] for a in xs], y[split:]
+        if lengths is not None:
+            train_lengths, val_lengths = lengths[:split], lengths[split:]
+        else:
+            train_lengths = None
     else:
-        train_x, train_y, val_x, val_y = xs, y, None, None
+        train_x, train_y, train_lengths, val_x, val_y = xs, y, lengths, None, None
     n_train = len(train_y)
     if n_train == 0:
         raise ValueError("fit: no training samples" +
@@ -205,8 +221,9 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
         raise ValueError("checkpoint_every needs checkpoint=: the file to write every "
                          f"{checkpoint_every} steps, e.g. checkpoint='run.npz'")
     steps = math.ceil(n_train / batch_size)
-    names = ["loss"] + list(model._metrics)
+    names = ["loss"] + list(model.metric_names)
     if early_stopping is not None:
+        model.loop_allows_early_stopping()
         available = names + ([f"val_{k}" for k in names] if val_y is not None else [])
         if early_stopping.monitor not in available:
             raise ValueError(f"EarlyStopping monitors {early_stopping.monitor!r}, but fit "
@@ -233,17 +250,18 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
             break
         started = last_shown = time.perf_counter()
         if state["step"] == 0:
-            order = model._rng.permutation(n_train) if shuffle else None
+            order = model.rng.permutation(n_train) if shuffle else None
             state["sums"], state["seen"] = [0.0] * len(names), 0
         for step in range(state["step"], steps):
             lo, hi = step * batch_size, min((step + 1) * batch_size, n_train)
             rows = slice(lo, hi) if order is None else order[lo:hi]
-            value, metrics = train_step(model, [model._to_device(a[rows]) for a in train_x],
-                                        model._to_device(train_y[rows]),
-                                        (epoch, epochs, step, steps) if stop_on_nonfinite
-                                        else None)
+            value, metrics = train_step(
+                model, [model.loop_batch(a[rows]) for a in train_x],
+                model.loop_batch(train_y[rows]),
+                None if train_lengths is None else model.loop_batch(train_lengths[rows]),
+                (epoch, epochs, step, steps) if stop_on_nonfinite else None)
             for k, v in enumerate([value] + metrics):
-                state["sums"][k] += v * (hi - lo)
+                state["sums"][k] = state["sums"][k] + v * (hi - lo)
             state["seen"] += hi - lo
             state["step"] = step + 1
             state["global_step"] += 1
@@ -252,17 +270,19 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
             if bar and time.perf_counter() - last_shown > 0.5:
                 last_shown = time.perf_counter()
                 print(f"\repoch {epoch + 1}/{epochs}  step {step + 1}/{steps}  loss "
-                      f"{state['sums'][0] / state['seen']:.4g}", end="", flush=True)
+                      f"{model.loop_text(state['sums'][0] / state['seen'])}", end="",
+                      flush=True)
         logs = {k: s / state["seen"] for k, s in zip(names, state["sums"])}
         if val_y is not None:
             logs.update({f"val_{k}": v for k, v in
-                         evaluate(model, val_x, val_y, max(batch_size, 256)).items()})
+                         evaluate(model, val_x, val_y, max(batch_size, 256),
+                                  val_lengths).items()})
         history.append(logs)
         stop = early_stopping.update(epoch, logs, model) if early_stopping else False
         state.update(epoch=epoch + 1, step=0, stopped=stop)
         if verbose:
             print(("\r" if bar else "") + f"epoch {epoch + 1}/{epochs}  " + "  ".join(
-                f"{k} {v:.4g}" for k, v in logs.items())
+                f"{k} {model.loop_text(v)}" for k, v in logs.items())
                 + f"  ({time.perf_counter() - started:.2f} s)"
                 + ("  early stop" if stop else ""))
         if checkpoint is not None and not checkpoint_every:
@@ -272,7 +292,7 @@ def fit(model, x, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0
     if checkpoint is not None:       # the state to continue from, before any restore
         save_checkpoint(model, checkpoint, state, history, order, early_stopping, config)
     if early_stopping is not None and early_stopping.best_weights is not None:
-        model._assign(early_stopping.best_weights)
+        model.loop_assign(early_stopping.best_weights)
     return history
 
 
@@ -284,8 +304,8 @@ def save_checkpoint(model, path, state, history, order, early_stopping, config):
     arrays["optimizer/kind"] = np.array(type(model.optimizer).__name__)
     for key, value in model.optimizer.state().items():
         arrays[f"optimizer/{key}"] = value
-    record = dict(state, history=history.history, config=config,
-                  rng=model._rng.bit_generator.state,
+    record = dict(_plain(state), history=_plain(history.history), config=config,
+                  rng=model.rng.bit_generator.state,
                   early_stopping=None if early_stopping is None else early_stopping.state())
     arrays["fit/state"] = np.array(json.dumps(record))
     arrays["fit/order"] = np.zeros(0, np.int64) if order is None else np.asarray(order, np.int64)
@@ -293,6 +313,20 @@ def save_checkpoint(model, path, state, history, order, early_stopping, config):
         for name, value in early_stopping.best_weights.items():
             arrays[f"fit/best/{name}"] = value
     io.write_atomic(path, arrays)
+
+
+def _plain(value):
+    """JSON-ready: a stack's per-model arrays (and NumPy numbers) as lists and floats."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+
+def _arrays(values):
+    """A stack's per-model values back as arrays (the inverse of _plain for sums, history)."""
+    return [np.asarray(v) if isinstance(v, list) else v for v in values]
 
 
 _STATE_KEYS = ("epoch", "step", "global_step", "sums", "seen", "history", "stopped",
@@ -305,7 +339,7 @@ def load_checkpoint(model, path, config, early_stopping):
     what = "fit(resume=True)"
     arrays = io.read_npz(path, what, "checkpoint")
     io.file_format(arrays, path, what, (io.CHECKPOINT_FORMAT,))
-    weights = io.check_weights(model._named, {k: v for k, v in arrays.items()
+    weights = io.check_weights(model.named_parameters(), {k: v for k, v in arrays.items()
                                               if not k.startswith("fit/best/")}, path, what)
     kind = arrays.get("optimizer/kind")
     if kind is None or str(kind) != type(model.optimizer).__name__:
@@ -313,7 +347,7 @@ def load_checkpoint(model, path, config, early_stopping):
                          f"model is compiled with {type(model.optimizer).__name__}")
     optimizer_state = {k[len("optimizer/"):]: v for k, v in arrays.items()
                        if k.startswith("optimizer/") and k != "optimizer/kind"}
-    iterations, slots = model.optimizer.check_state(optimizer_state, model._params,
+    iterations, slots = model.optimizer.check_state(optimizer_state, model.parameters(),
                                                     f"{what}: {path!r}")
     try:
         state = json.loads(str(arrays["fit/state"]))
@@ -339,11 +373,13 @@ def load_checkpoint(model, path, config, early_stopping):
                          f"{config['train_samples']} samples")
     best = {k[len("fit/best/"):]: v for k, v in arrays.items() if k.startswith("fit/best/")}
     if best:
-        best = io.check_weights(model._named, best, path, f"{what} (best weights)")
+        best = io.check_weights(model.named_parameters(), best, path, f"{what} (best weights)")
+    state["sums"] = _arrays(state["sums"])
+    state["history"] = {k: _arrays(v) for k, v in state["history"].items()}
     # everything checked: restore
-    model._assign(weights)
-    model.optimizer.set_state(iterations, slots, model._params)
-    model._rng = rng
+    model.loop_assign(weights)
+    model.optimizer.set_state(iterations, slots, model.parameters())
+    model.rng = rng
     if early_stopping is not None and state["early_stopping"] is not None:
         early_stopping.set_state(state["early_stopping"], best)
     return state, (order if config["shuffle"] else None)
