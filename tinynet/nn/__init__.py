@@ -6,7 +6,8 @@
     model.fit(x, y, epochs=2000, batch_size=8, verbose=0)
 
 Layers: Dense, LSTM, Conv1D, Embedding, GlobalPool1D, Concatenate, Sum.
-Models: Sequential, Model (functional: Input -> layer calls -> outputs, any DAG).
+Models: Sequential, Model (functional: Input -> layer calls -> outputs, any DAG); Stack (M
+models of one architecture trained at once, with per-model data, lengths and learning rates).
 Training: losses MSE, RMSE, BinaryCrossentropy, CategoricalCrossentropy,
 SparseCategoricalCrossentropy (on a Dense(..., 'softmax') output, or from_logits=True),
 SoftmaxCrossentropy; metrics 'accuracy', 'mae', 'mse', 'rmse'; optimizers SGD, Adam, RMSprop;
@@ -28,6 +29,7 @@ from tinynet.nn.losses import (MSE, RMSE, BinaryCrossentropy, CategoricalCrossen
 from tinynet.nn.model import Model, Sequential
 from tinynet.nn.optimizers import SGD, Adam, Optimizer, RMSprop
 from tinynet.nn.sequences import pad_sequences
+from tinynet.nn.stack import Stack
 from tinynet.nn.training import EarlyStopping, History, NonFiniteLoss
 
 __all__ = ["Dense", "LSTM", "Conv1D", "Embedding", "GlobalPool1D", "Concatenate", "Sum",
@@ -35,4 +37,4 @@ __all__ = ["Dense", "LSTM", "Conv1D", "Embedding", "GlobalPool1D", "Concatenate"
            "MSE", "RMSE", "BinaryCrossentropy", "CategoricalCrossentropy",
            "SparseCategoricalCrossentropy", "SoftmaxCrossentropy", "Loss",
            "SGD", "Adam", "RMSprop", "Optimizer", "EarlyStopping", "History", "NonFiniteLoss",
-           "initializers", "set_seed", "pad_sequences"]
+           "initializers", "set_seed", "pad_sequences", "Stack"]

@@ -24,6 +24,7 @@ ValueError naming both shapes and the likely cause.
 
 import numpy as np
 
+import tinynet
 from tinynet.nn._arrays import array_module, shape_text
 
 
@@ -65,6 +66,18 @@ class Loss:
         """The value alone (how metrics call a loss)."""
         return self.value_and_grad(pred, target)[0]
 
+    def stack_value_and_grad(self, pred, target, fused_softmax=False):
+        """For a stack (a leading models axis on both): each model's own loss, a host array
+        (M,), and the gradient of each model's loss with respect to its own predictions.
+        fused_softmax: the probabilities of a softmax output (softmax_value_and_grad)."""
+        one = self.softmax_value_and_grad if fused_softmax else self.value_and_grad
+        xp = array_module(pred)
+        values = np.empty(len(pred))
+        grad = xp.empty(pred.shape, pred.dtype)
+        for m in range(len(pred)):
+            values[m], grad[m] = one(pred[m], target[m])
+        return values, grad
+
     def __repr__(self):
         return f"<{self.name} loss>"
 
@@ -87,6 +100,14 @@ class MSE(Loss):
     def value_and_grad(self, pred, target):
         value, diff = _mean_square(self.name, pred, target)
         return value, diff * (2.0 / max(diff.size, 1))
+
+    def stack_value_and_grad(self, pred, target, fused_softmax=False):
+        check_shapes(self.name, pred, target)
+        diff = pred - target
+        per_model = max(diff[0].size if len(diff) else 0, 1)
+        squares = (diff * diff).reshape(len(diff), -1).sum(axis=1)
+        values = np.asarray(tinynet.to_numpy(squares), np.float64) / per_model
+        return values, diff * (2.0 / per_model)
 
 
 class RMSE(Loss):

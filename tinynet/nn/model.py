@@ -276,6 +276,10 @@ class Model:
         """Choose the optimizer, loss and reported metrics. seed fixes fit's shuffling
         (default: drawn from nn.set_seed's generator)."""
         self.optimizer = optimizers.get(optimizer)
+        if np.ndim(self.optimizer.learning_rate):
+            raise ValueError(f"compile: a learning rate per model "
+                             f"({self.optimizer.learning_rate.tolist()}) is for an nn.Stack; "
+                             "a Model takes one number")
         self.loss = losses.get(loss)
         self._metrics = {name: losses.metric(name, self.loss) for name in metrics}
         self.rng = np.random.default_rng(

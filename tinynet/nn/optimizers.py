@@ -11,6 +11,9 @@ Gradient clipping, before the update: clipnorm=c scales each weight's gradient t
 (Keras' meaning); global_clipnorm=c scales all gradients together so that their joint norm
 is <= c (PyTorch's clip_grad_norm_).
 
+In an nn.Stack every weight has a leading models axis: learning_rate may then be one per
+model (a sequence of M values), and clipping norms are each model's own.
+
 state() / set_state() give the step count and the per-weight slots (momentum, m, v) as host
 arrays, for checkpoints; slots are keyed by the weight's position in the model.
 """
@@ -25,31 +28,61 @@ class Optimizer:
     slot_names = ()
 
     def __init__(self, learning_rate, clipnorm=None, global_clipnorm=None):
-        if not learning_rate > 0:
-            raise ValueError(f"{type(self).__name__}: learning_rate must be > 0, got "
-                             f"{learning_rate}")
+        rate = np.asarray(learning_rate, dtype=np.float64)
+        if rate.ndim > 1 or rate.size == 0 or not np.all(rate > 0):
+            raise ValueError(f"{type(self).__name__}: learning_rate must be > 0 (or, for an "
+                             f"nn.Stack, one value > 0 per model), got {learning_rate}")
         for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
             if value is not None and not value > 0:
                 raise ValueError(f"{type(self).__name__}: {name} must be > 0 or None, got {value}")
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = float(rate) if rate.ndim == 0 else rate
         self.clipnorm = clipnorm
         self.global_clipnorm = global_clipnorm
         self.iterations = 0
         self._slots = {}                     # (slot name, weight index) -> array
+        self.models = None                   # M when the weights are a stack's (nn.Stack)
 
     def step(self, params):
         """One update of every trainable weight that has a gradient."""
         grads = [p.grad if p.trainable else None for p in params]
         if self.clipnorm is not None:
-            grads = [None if g is None else _scaled(g, self.clipnorm, _norm(g)) for g in grads]
+            grads = [None if g is None else self._scaled(g, self.clipnorm, self._norm(g))
+                     for g in grads]
         if self.global_clipnorm is not None:
-            total = float(np.sqrt(sum(_norm(g) ** 2 for g in grads if g is not None)))
-            grads = [None if g is None else _scaled(g, self.global_clipnorm, total)
+            total = sum(self._norm(g) ** 2 for g in grads if g is not None) ** 0.5
+            grads = [None if g is None else self._scaled(g, self.global_clipnorm, total)
                      for g in grads]
         self.iterations += 1
         for index, (param, grad) in enumerate(zip(params, grads)):
             if grad is not None:
                 self._update(index, param, grad)
+
+    def _norm(self, g):
+        """The norm of a gradient: one per model in a stack (an array (M,))."""
+        xp = array_module(g)
+        if self.models is None:
+            return float(xp.sqrt((g * g).sum()))
+        return xp.sqrt((g * g).reshape(len(g), -1).sum(axis=1))
+
+    def _scaled(self, g, limit, norm):
+        """g scaled to norm <= limit (each model's part on its own, in a stack)."""
+        if self.models is None:
+            return g * (limit / norm) if norm > limit else g
+        xp = array_module(g)
+        factor = xp.where(norm > limit, limit / xp.maximum(norm, limit), 1.0)
+        return g * self._per_model(factor.astype(g.dtype), g)
+
+    def _per_model(self, values, like):
+        """Values (M,) shaped to broadcast over a stacked weight like `like`."""
+        return values.reshape((-1,) + (1,) * (like.ndim - 1))
+
+    def _rate(self, like):
+        """The learning rate to multiply a gradient like `like` by (one per model, shaped
+        to broadcast, when there is one per model)."""
+        rate = self.learning_rate
+        if np.ndim(rate) == 0:
+            return rate
+        return self._per_model(array_module(like).asarray(rate, like.dtype), like)
 
     def _slot(self, name, index, like):
         key = (name, index)
@@ -101,14 +134,6 @@ class Optimizer:
         self._slots = {key: convert(slot) for key, slot in self._slots.items()}
 
 
-def _norm(g):
-    return float(array_module(g).sqrt((g * g).sum()))
-
-
-def _scaled(g, limit, norm):
-    return g * (limit / norm) if norm > limit else g
-
-
 class SGD(Optimizer):
     slot_names = ("momentum",)
 
@@ -120,11 +145,11 @@ class SGD(Optimizer):
 
     def _update(self, index, param, grad):
         if self.momentum == 0.0:
-            param.value -= self.learning_rate * grad
+            param.value -= self._rate(grad) * grad
             return
         velocity = self._slot("momentum", index, param.value)
         velocity *= self.momentum
-        velocity -= self.learning_rate * grad
+        velocity -= self._rate(grad) * grad
         param.value += velocity
 
 
@@ -147,7 +172,7 @@ class Adam(Optimizer):
         t = self.iterations
         m_hat = m * (1.0 / (1 - self.beta_1 ** t))
         v_hat = v * (1.0 / (1 - self.beta_2 ** t))
-        param.value -= self.learning_rate * m_hat / (xp.sqrt(v_hat) + self.epsilon)
+        param.value -= self._rate(grad) * m_hat / (xp.sqrt(v_hat) + self.epsilon)
 
 
 class RMSprop(Optimizer):
@@ -163,7 +188,7 @@ class RMSprop(Optimizer):
         v = self._slot("v", index, param.value)
         v *= self.rho
         v += (1 - self.rho) * (grad * grad)
-        param.value -= self.learning_rate * grad / (xp.sqrt(v) + self.epsilon)
+        param.value -= self._rate(grad) * grad / (xp.sqrt(v) + self.epsilon)
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
