@@ -8,49 +8,25 @@ The same source is built per float type: constants are made of the argument's ow
 a float32 kernel never computes in float64. Plain Python callers (the simulator) get the
 float64 build; compiled callers get the overload for their type.
 
-`cpu_activate` is `activate` for the CPU kernels: the same source, except that float32 tanh
-is `_tanh_float32`, built on expf, because the C library's scalar tanhf is the slowest part
-of the small LSTM kernels. Measured on the 2-core dev machine (AMD EPYC, glibc 2.36; one-off
-timeit scripts, not kept), ns per element of a compiled loop over float32: tanhf 11.9,
-float64 tanh 10.3, tanh from a float64 exp 7.8-8.2, `_tanh_float32` 4.6 (and sigmoid
-through expf 3.6). The whole-sequence LSTM forward kernel at batch 1, T=100, in 1, H=3 (what
-online training of Experiment 3a runs): 16.7 us with tanhf, then 13.7 with the float64 exp;
-with `_tanh_float32`, in three adjacent pairs of runs (medians of 31 blocks; the machine's
-speed drifts between pairs), 14.3 -> 12.8, 18.9 -> 15.9 and 18.2 -> 15.9 us. Its error
-against float64 tanh over 2.6 million float32 inputs from 1e-30 to 20: at most 8.9e-8
-absolute and 2.6 ulp (tanhf's: 9.4e-8 absolute). The GPU keeps tanhf: there it is not the
-bottleneck, and float64 is the slow path on GPUs.
+`activate` (the GPU kernels) takes exp and tanh from the math library. The CPU kernels use
+`cpu_activate`, `cpu_sigmoid` and `cpu_tanh` instead: the same functions, with exp, sigmoid
+and tanh written out here as plain arithmetic and selects, no branch and no library call, so
+that LLVM vectorizes a loop over them (this Numba has no vector math library: a loop calling
+expf or tanhf stays scalar). Accurate to a few ulp over the whole float range, float32 and
+float64 (tests/test_numba_cpu.py); NaN stays NaN, -0.0 stays -0.0, +-inf gives the limits.
 """
 
 import math
+from fractions import Fraction
 
 import numba
 import numpy as np
-from numba.extending import overload
+from numba import types
+from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 
-@numba.njit(inline="always")
-def _tanh_float32(z):
-    # tanh(|z|) = (1 - e) / (1 + e) with e = expf(-2|z|) in [0, 1]: never overflows. Half an
-    # ulp of error in e becomes 2/(1+e)^2 times as much in the result, which near 0 is small:
-    # so below |z| = 1/4 the odd series z - z^3/3 + 2z^5/15 - 17z^7/315 + 62z^9/2835 is used
-    # instead (the next term, 1382z^11/155925, is below 1e-8 relative there). Worst error,
-    # measured over 2.6 million inputs: 2.6 ulp, just above 1/4 (with the cut at 1/16 and a
-    # series to z^7 it was 5.4 ulp, just above 1/16). Both are computed and one selected: no
-    # branch on the data. NaN stays NaN; -0.0 stays -0.0; +-inf gives +-1.
-    one = np.float32(1)
-    magnitude = abs(z)
-    e = math.exp(np.float32(-2) * magnitude)
-    t = (one - e) / (one + e)
-    t = t if z >= 0 else -t
-    z2 = z * z
-    series = z * (one - z2 * (np.float32(1 / 3) - z2 * (np.float32(2 / 15) - z2 * (
-        np.float32(17 / 315) - z2 * np.float32(62 / 2835)))))
-    return series if magnitude < np.float32(0.25) else t
-
-
-def _build(one, tanh=math.tanh):
+def _build(one, tanh=math.tanh, exp=math.exp):
     zero = one - one
 
     def activate(code, z):
@@ -60,9 +36,8 @@ def _build(one, tanh=math.tanh):
             return zero if z < zero else z     # NaN stays NaN, as np.maximum
         if code == 2:
             # exp of -|z| only: never overflows. One exp and a select, not two branches: the
-            # sign of z is random in a network, so a branch is mispredicted half the time
-            # (measured on the CPU: 5.7 -> 4.7 ns per element, same results bit for bit).
-            e = math.exp(-abs(z))
+            # sign of z is random in a network, so a branch would be mispredicted half the time.
+            e = exp(-abs(z))
             return (one if z >= zero else e) / (one + e)
         return tanh(z)
 
@@ -92,14 +67,153 @@ def _activation_grad_typed(code, y):
     return _build(as_dtype(y).type(1.0))[1]
 
 
+# --- exp, sigmoid, tanh that vectorize (the CPU kernels) --------------------------------
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float with the bit pattern of `bits`: int32 -> float32, int64 -> float64."""
+    float_type = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if float_type is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(float_type))
+    return float_type(bits), codegen
+
+
+def _tanh_series(terms):
+    """The first `terms` coefficients of tanh(z) = z (c0 + c1 z^2 + c2 z^4 + ...), exact:
+    c(n-1) = 2^2n (2^2n - 1) B_2n / (2n)! with B the Bernoulli numbers."""
+    bernoulli = [Fraction(1)]
+    for n in range(1, 2 * terms + 1):
+        bernoulli.append(-sum(math.comb(n + 1, k) * bernoulli[k] for k in range(n))
+                         / Fraction(n + 1))
+    return [Fraction(4 ** n * (4 ** n - 1)) * bernoulli[2 * n] / math.factorial(2 * n)
+            for n in range(1, terms + 1)]
+
+
+# Per float type: the degree of the Taylor polynomial of exp on |r| <= ln(2)/2 and the number
+# of terms of the tanh series on |z| < 1/4, each the fewest whose first neglected term is below
+# a tenth of an ulp; the Cody-Waite split of ln 2 (ln2_hi times any exponent is exact); and
+# `lowest`, below which exp rounds to 0.
+_PARAMETERS = {
+    np.float32: dict(exp_degree=7, tanh_terms=5, ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
+                     lowest=-103.9, int_type=np.int32, mantissa_bits=23, exponent_bias=127),
+    np.float64: dict(exp_degree=13, tanh_terms=12, ln2_hi=6.93147180369123816490e-01,
+                     ln2_lo=1.90821492927058770002e-10, lowest=-745.1, int_type=np.int64,
+                     mantissa_bits=52, exponent_bias=1023),
+}
+
+
+# How the functions below compile: inlined by LLVM into each kernel (which keeps these flags on
+# their instructions: multiply-adds may fuse, nothing is reassociated, so the Cody-Waite
+# reduction of exp stays exact); no zero test before a division (none can divide by zero).
+_OPTIONS = {"forceinline": True, "fastmath": {"contract"}, "error_model": "numpy"}
+
+
+def _build_cpu(float_type):
+    """exp of a non-positive argument, sigmoid and tanh for one float type, compiled inline
+    into each kernel."""
+    p = _PARAMETERS[float_type]
+    f = float_type
+    zero, half, one, two = f(0), f(0.5), f(1), f(2)
+    log2e, ln2_hi, ln2_lo, lowest = f(1 / math.log(2)), f(p["ln2_hi"]), f(p["ln2_lo"]), f(p["lowest"])
+    quarter = f(0.25)
+    int_type, shift, bias = p["int_type"], p["mantissa_bits"], p["exponent_bias"]
+    # Horner order: highest power first
+    exp_coefficients = tuple(f(1 / math.factorial(k)) for k in range(p["exp_degree"], -1, -1))
+    tanh_coefficients = tuple(f(c) for c in reversed(_tanh_series(p["tanh_terms"])))
+
+    @numba.njit(**_OPTIONS)
+    def power_of_two(n):
+        # 2^n for a whole float n in [-1022, 0] (float64; [-126, 0] float32): its exponent
+        # field, built as an integer
+        return _float_from_bits(int_type((np.int64(np.int32(n)) + bias) << shift))
+
+    @numba.njit(**_OPTIONS)
+    def exp_nonpositive(x):
+        # exp(x) for x <= 0 or NaN: x = n ln2 + r, |r| <= ln2 / 2, exp(x) = 2^n exp(r), with
+        # 2^n as two factors so that results down to the smallest subnormal come out right.
+        # Computed from a clamped copy of x, so no NaN or Inf reaches the integer conversion;
+        # the final select gives 0 below `lowest` (with -inf) and NaN for NaN.
+        safe = x if x >= lowest else lowest
+        n = np.floor(safe * log2e + half)
+        r = (safe - n * ln2_hi) - n * ln2_lo
+        poly = zero
+        for c in exp_coefficients:
+            poly = poly * r + c
+        n_half = np.floor(n * half)
+        y = poly * power_of_two(n_half) * power_of_two(n - n_half)
+        return y if x >= lowest else (zero if x < lowest else x)
+
+    @numba.njit(**_OPTIONS)
+    def sigmoid(z):
+        # exp of -|z| only: never overflows; the select picks 1/(1+e) or e/(1+e) by sign
+        e = exp_nonpositive(-abs(z))
+        return (one if z >= zero else e) / (one + e)
+
+    @numba.njit(**_OPTIONS)
+    def tanh(z):
+        # tanh(|z|) = (1 - e) / (1 + e), e = exp(-2|z|) in [0, 1], never overflows; near 0,
+        # where 1 - e loses digits, the odd series z (c0 + c1 z^2 + ...) instead. Both are
+        # computed and one selected: no branch on the data.
+        magnitude = abs(z)
+        e = exp_nonpositive(-two * magnitude)
+        t = (one - e) / (one + e)
+        t = t if z >= zero else -t
+        z2 = z * z
+        series = zero
+        for c in tanh_coefficients:
+            series = series * z2 + c
+        series = z * series
+        return series if magnitude < quarter else t
+
+    return sigmoid, tanh
+
+
+_CPU = {np.dtype(t): _build_cpu(t) for t in _PARAMETERS}
+
+
+def cpu_sigmoid(z):
+    """sigmoid for the CPU kernels (see the module docstring)."""
+    return activate(2, z)
+
+
+def cpu_tanh(z):
+    """tanh for the CPU kernels (see the module docstring)."""
+    return activate(3, z)
+
+
 def cpu_activate(code, z):
-    """activate, for the CPU kernels only (see the module docstring)."""
+    """activate, for the CPU kernels (see the module docstring)."""
     return activate(code, z)
 
 
-@overload(cpu_activate)
+@overload(cpu_sigmoid, jit_options=_OPTIONS)
+def _cpu_sigmoid_typed(z):
+    sigmoid = _CPU[as_dtype(z)][0]
+    return lambda z: sigmoid(z)
+
+
+@overload(cpu_tanh, jit_options=_OPTIONS)
+def _cpu_tanh_typed(z):
+    tanh = _CPU[as_dtype(z)][1]
+    return lambda z: tanh(z)
+
+
+@overload(cpu_activate, jit_options=_OPTIONS)
 def _cpu_activate_typed(code, z):
-    dtype = as_dtype(z)
-    if dtype == np.float32:
-        return _build(dtype.type(1.0), _tanh_float32)[0]
-    return _build(dtype.type(1.0))[0]
+    one = as_dtype(z).type(1.0)
+    zero = one - one
+    sigmoid, tanh = _CPU[as_dtype(z)]
+
+    def cpu_activate_typed(code, z):
+        if code == 0:
+            return z
+        if code == 1:
+            return zero if z < zero else z
+        if code == 2:
+            e = math.exp(-abs(z))
+            return (one if z >= zero else e) / (one + e)
+        return tanh(z)
+    return cpu_activate_typed

@@ -277,6 +277,58 @@ def test_float32_activations_within_four_ulp(path, activation):
     assert np.isnan(got[~finite]).all()
 
 
+def _whole_range(dtype):
+    """Inputs over the whole float range: the float32 set above, then results down to the
+    smallest subnormals (sigmoid of -80 .. -750), huge and tiny magnitudes."""
+    info = np.finfo(dtype)
+    exponents = np.arange(info.minexp - info.nmant, info.maxexp)
+    magnitudes = np.concatenate([np.ldexp(1.0, exponents), np.ldexp(1.37, exponents[:-1])])
+    return np.concatenate([_activation_inputs().astype(dtype),
+                           np.linspace(-800, 0, 20_001).astype(dtype), magnitudes, -magnitudes,
+                           [info.max, -info.max]]).astype(dtype)
+
+
+def _exact_activation(name, x):
+    """tanh or sigmoid in long double (80-bit on x86: 11 bits beyond float64)."""
+    wide = x.astype(np.longdouble)
+    if name == "tanh":
+        return np.tanh(wide)
+    e = np.exp(-np.abs(wide))
+    return np.where(wide >= 0, 1, e) / (1 + e)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("kernel", ["single", "stack"])
+def test_cpu_activations_within_four_ulp_whole_range(monkeypatch, dtype, activation, kernel):
+    """The branch-free tanh and sigmoid of kernels/numba_math.py, inside the compiled kernels
+    (the single-model loops and the stack kernel), at most 4 ulp from the exact value, NaN
+    for NaN. (x @ 1 + 0 turns -0.0 into 0.0 before the activation, so -0.0 is not tested
+    here.)"""
+    module = backend_module()
+    for name in LIMITS:
+        monkeypatch.setattr(module, name, 1 << 62)         # the loops: compiled activations
+    x = _whole_range(dtype)
+    one = np.ones((1, 1), dtype)
+    if kernel == "single":
+        got = np.concatenate([ops.dense(chunk[:, None], one, None, activation,
+                                        backend="numba-cpu")[0][:, 0]
+                              for chunk in np.array_split(x, 8)])
+    else:                  # 21 models (two blocks), each a row of x: x (21, n, 1), w (21, 1, 1)
+        rows = np.resize(x, (21, -(-x.size // 21)))
+        got = ops.dense(rows[:, :, None], np.ones((21, 1, 1), dtype), None, activation,
+                        backend="numba-cpu")[0][:, :, 0].reshape(-1)[:x.size]
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = _exact_activation(activation, x)
+    finite = ~np.isnan(exact)
+    ulp = np.spacing(np.abs(exact[finite]).astype(dtype)).astype(np.longdouble)
+    error_in_ulp = np.abs(got[finite].astype(np.longdouble) - exact[finite]) / ulp
+    worst = int(np.argmax(error_in_ulp))
+    assert error_in_ulp[worst] <= 4, (f"{activation}({x[finite][worst]!r}) = "
+                                      f"{got[finite][worst]!r}, exact {exact[finite][worst]!r}")
+    assert np.isnan(got[~finite]).all()
+
+
 # --- the module protocol -------------------------------------------------------------
 
 def test_asarray_refuses_gpu_arrays():
@@ -346,3 +398,154 @@ def test_kernels_are_compiled_once_per_machine(tmp_path):
     written = {p.name.split("-")[0] for p in first if p.suffix == ".nbc"}
     assert {"dense.forward_loops", "dense.backward_loops"} <= written, sorted(first)
     assert run_and_list() == first, "the second process compiled again"
+
+
+# --- stacks of models (kernels/numba_cpu/stack_dense.py, stack_lstm.py) -----------------
+# Each model against the single-model NumPy op on its slices: an independent computation
+# (models innermost, blocks of LANES, a block's lanes past M zero) against the plain one.
+
+def stack_of(problems):
+    """[per-model tuples of arrays] -> one tuple of stacked arrays (None stays None)."""
+    return tuple(None if parts[0] is None else np.stack(parts) for parts in zip(*problems))
+
+
+def single_lstm_reference(inputs, grads, forget_bias, lengths, act, rec):
+    """Model by model and row by row, the single-model NumPy LSTM over the row's valid steps
+    only; padding: hs and dxs zero; weight gradients summed over the model's rows."""
+    xs, h0, c0, w_ih, w_hh, b = inputs
+    dhs, dhT, dcT = grads
+    models, batch, steps, _ = xs.shape
+    out = [np.zeros_like(dhs), np.empty_like(dhT), np.empty_like(dcT), np.zeros_like(xs),
+           np.empty_like(h0), np.empty_like(c0), np.zeros_like(w_ih), np.zeros_like(w_hh),
+           np.zeros_like(b)]
+    for m in range(models):
+        for row in range(batch):
+            n = int(lengths[m, row])
+            one = slice(row, row + 1)
+            hs, hT, cT, ctx = ops.lstm(xs[m, one, :n], h0[m, one], c0[m, one], w_ih[m],
+                                       w_hh[m], b[m], act, rec, float(forget_bias[m]),
+                                       backend="numpy")
+            dxs, dh0, dc0, dw_ih, dw_hh, db = ops.lstm_backward(ctx, dhs[m, one, :n],
+                                                                dhT[m, one], dcT[m, one])
+            out[0][m, row, :n], out[1][m, row], out[2][m, row] = hs[0], hT[0], cT[0]
+            out[3][m, row, :n], out[4][m, row], out[5][m, row] = dxs[0], dh0[0], dc0[0]
+            out[6][m] += dw_ih
+            out[7][m] += dw_hh
+            out[8][m] += db
+    return out
+
+
+def run_stack_lstm(inputs, grads, forget_bias, lengths, act="tanh", rec="sigmoid"):
+    hs, hT, cT, ctx = ops.lstm(*inputs, act, rec, forget_bias, lengths=lengths,
+                               backend="numba-cpu")
+    return [hs, hT, cT, *ops.lstm_backward(ctx, *grads)]
+
+
+def stack_lstm_case(rng, models, batch, steps, n_in, hidden, dtype):
+    problems = [lstm_problem(rng, batch, steps, n_in, hidden, dtype) for _ in range(models)]
+    inputs = stack_of([p[0] for p in problems])
+    grads = stack_of([p[1] for p in problems])
+    forget_bias = rng.uniform(0, 2, models).astype(dtype)
+    return inputs, grads, forget_bias
+
+
+STACK_LSTM_SHAPES = [(1, 1, 4, 1, 1), (3, 5, 3, 2, 3), (17, 2, 5, 3, 7), (50, 1, 3, 1, 3)]
+GATES = [("tanh", "sigmoid"), ("relu", "tanh"), ("linear", "sigmoid")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_lstm_matches_single_models_with_lengths(rng, dtype):
+    """Lengths 0, steps and between, NaN in the padding of xs and dhs, a forget_bias per
+    model, three pairs of gate activations."""
+    for index, (models, batch, steps, n_in, hidden) in enumerate(STACK_LSTM_SHAPES):
+        act, rec = GATES[index % len(GATES)]
+        inputs, grads, forget_bias = stack_lstm_case(rng, models, batch, steps, n_in, hidden,
+                                                     dtype)
+        lengths = rng.integers(0, steps + 1, (models, batch)).astype(np.int32)
+        lengths.flat[0] = 0
+        lengths.flat[-1] = steps
+        padding = np.arange(steps)[None, None, :] >= lengths[:, :, None]
+        inputs[0][padding] = np.nan
+        grads[0][padding] = np.nan
+        ref = single_lstm_reference(inputs, grads, forget_bias, lengths, act, rec)
+        got = run_stack_lstm(inputs, grads, forget_bias, lengths, act, rec)
+        assert_agree(f"stack lstm {(models, batch, steps, n_in, hidden)} {act}/{rec}", got,
+                     ref, lstm_grad_scale(batch, steps))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_dense_and_cell_match_single_models(rng, dtype):
+    for models, batch, n_in, n_out in [(1, 1, 1, 1), (3, 5, 4, 3), (17, 1, 3, 7), (50, 5, 2, 2)]:
+        problems = [dense_problem(rng, batch, n_in, n_out, dtype) for _ in range(models)]
+        x, w, b, dy = stack_of(problems)
+        for activation in ("linear", "relu", "sigmoid", "tanh"):
+            for bias in (b, None):
+                ref = [np.stack(parts) if parts[0] is not None else None for parts in
+                       zip(*[run_dense("numpy", (p[0], p[1], None if bias is None else p[2],
+                                                  p[3]), activation) for p in problems])]
+                assert_agree(f"stack dense {(models, batch, n_in, n_out)} {activation} "
+                             f"bias={bias is not None}",
+                             run_dense("numba-cpu", (x, w, bias, dy), activation), ref,
+                             np.sqrt(batch))
+    for models, batch, n_in, hidden in [(1, 1, 1, 1), (3, 5, 2, 3), (17, 2, 3, 7)]:
+        problems = [lstm_problem(rng, batch, None, n_in, hidden, dtype) for _ in range(models)]
+        inputs, grads = stack_of([p[0] for p in problems]), stack_of([p[1] for p in problems])
+        ref = [np.stack(parts) for parts in zip(*[run_cell("numpy", p) for p in problems])]
+        assert_agree(f"stack cell {(models, batch, n_in, hidden)}",
+                     run_cell("numba-cpu", (inputs, grads)), ref, np.sqrt(batch))
+
+
+def test_stack_any_strides_and_broadcast_data(rng):
+    """Inputs are read in place with their strides: shared data as a broadcast view (stride 0
+    on M), Fortran-ordered and strided weights give the results of contiguous copies, bit for
+    bit."""
+    models, batch, steps, n_in, hidden = 19, 2, 4, 3, 5
+    inputs, grads, forget_bias = stack_lstm_case(rng, models, batch, steps, n_in, hidden,
+                                                 np.float32)
+    shared = np.broadcast_to(inputs[0][0], inputs[0].shape)
+    dense = ops.dense(shared[:, :, 0], inputs[3][:, :, :7], None, "tanh", backend="numba-cpu")
+    copied = ops.dense(np.ascontiguousarray(shared[:, :, 0]),
+                       np.ascontiguousarray(inputs[3][:, :, :7]), None, "tanh",
+                       backend="numba-cpu")
+    assert np.array_equal(dense[0], copied[0])
+    for got, want in zip(ops.dense_backward(dense[1], dense[0]),
+                         ops.dense_backward(copied[1], copied[0])):
+        assert (got is None and want is None) or np.array_equal(got, want)
+    strided_inputs = (shared, *(variants(a)["fortran" if a.ndim == 3 else "strided"]
+                                for a in inputs[1:]))
+    contiguous = tuple(np.ascontiguousarray(a) for a in strided_inputs)
+    got = run_stack_lstm(strided_inputs, grads, forget_bias, None)
+    want = run_stack_lstm(contiguous, grads, forget_bias, None)
+    for index, (g, w) in enumerate(zip(got, want)):
+        assert np.array_equal(g, w), f"stack lstm output {index} depends on the strides"
+    assert got[3].shape == shared.shape and got[3].flags.writeable
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_stack_nan_in_one_model_reaches_no_other(rng):
+    models = 20                                # two blocks of LANES = 16, the NaN in each
+    inputs, grads, forget_bias = stack_lstm_case(rng, models, 2, 5, 2, 3, np.float64)
+    clean = run_stack_lstm(inputs, grads, forget_bias, None)
+    sick = [a.copy() for a in inputs]
+    for m in (3, 17):
+        sick[0][m, 0, 1, 0] = np.nan
+        sick[4][m, 0, 0] = np.inf
+    got = run_stack_lstm(sick, grads, forget_bias, None)
+    others = [m for m in range(models) if m not in (3, 17)]
+    for index, (g, c) in enumerate(zip(got, clean)):
+        assert np.array_equal(g[others], c[others]), f"output {index}: NaN crossed models"
+        assert np.isnan(g[[3, 17]]).any(), f"output {index}: the NaN vanished"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_zero_sizes(rng, dtype):
+    for models, batch, steps, n_in, hidden in [(0, 2, 3, 1, 2), (3, 0, 3, 1, 2),
+                                               (3, 2, 0, 1, 2), (3, 2, 3, 0, 2)]:
+        inputs, grads, forget_bias = stack_lstm_case(rng, max(models, 1), batch, steps, n_in,
+                                                     hidden, dtype)
+        inputs, grads, forget_bias = (tuple(a[:models] for a in inputs),
+                                      tuple(a[:models] for a in grads), forget_bias[:models])
+        lengths = np.full((models, batch), steps, np.int32)
+        got = run_stack_lstm(inputs, grads, forget_bias, lengths)
+        ref = single_lstm_reference(inputs, grads, forget_bias, lengths, "tanh", "sigmoid")
+        assert_agree(f"stack lstm {(models, batch, steps, n_in, hidden)}", got, ref, 1.0)

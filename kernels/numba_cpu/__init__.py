@@ -4,33 +4,36 @@ Each kernel module holds plain Python functions and a `signatures(float_type)` t
 one signature each is compiled for; tinynet/backends/numba_cpu.py compiles them per float type
 on first use (cache=True: on disk, so only a machine's first use pays the compile).
 
-Argument types: inputs are typed read-only C-contiguous arrays (a writable array converts to
+Argument types: inputs are typed read-only C-contiguous arrays (the stack kernels': read-only
+arrays of any strides, `strided`) (a writable array converts to
 that type for free, so one compiled version takes both, and writing into an input is a
 compile error); outputs are writable C-contiguous arrays the caller allocated; activation
 codes (tinynet/_activations.py CODES) are int64 arguments, not specializations.
 
 Numba's disk cache checks only the stamp of the kernel's own file: after editing
-lstm_cell.py (whose gate math lstm.py inlines), kernels/numba_math.py, or the options below,
-delete kernels/numba_cpu/__pycache__ (or the NUMBA_CACHE_DIR in use). An installed release
-gets fresh stamps, so users never see a stale kernel.
+lstm_cell.py (whose gate math lstm.py inlines), lanes.py (which the stack kernels inline),
+kernels/numba_math.py, or the options below, delete kernels/numba_cpu/__pycache__ (or the
+NUMBA_CACHE_DIR in use). An installed release gets fresh stamps, so users never see a stale
+kernel.
 """
 
 from numba import types
 
 # LLVM may reassociate sums (so dot products vectorize) and fuse multiply-adds; no flag that
 # assumes finite values, so NaN and Inf propagate as in NumPy. Results stay bit-identical
-# run to run on a machine. Measured on the float32 kernels alone (loops path, us per call,
-# without -> with): dense backward (32, 32, 32) 21.6 -> 3.8, (1, 128, 128) 12.7 -> 2.8;
-# lstm (batch 1, T=100, in 1, H=3) forward 24.2 -> 17.0, backward 10.7 -> 5.7;
-# (8, 50, 8, 8) forward 244 -> 156, backward 191 -> 79.
+# run to run on a machine.
 FASTMATH = {"reassoc", "contract"}
 
 # How tinynet/backends/numba_cpu.py compiles every kernel. error_model "numpy": a float
 # division by zero gives Inf or NaN as in NumPy instead of raising, so Numba puts no zero test
 # before each division (none of ours can divide by zero: sigmoid and tanh divide by 1 + e,
-# e >= 0). Same results bit for bit; the LSTM forward at batch 1, T=100, in 1, H=3 went from
-# 14.4 to 14.0 us.
+# e >= 0). Same results bit for bit, and less code in the loops.
 COMPILE_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
+
+# Models per block in the stack kernels (stack_dense.py, stack_lstm.py): the length of their
+# innermost, contiguous axis, so every inner loop is a whole number of SIMD vectors
+# (2 AVX2 or 1 AVX-512 vector of float32).
+LANES = 16
 
 
 def array_types(float_type):
@@ -43,3 +46,9 @@ def array_types(float_type):
         return types.Array(float_type, ndim, "C")
 
     return read_only, writable
+
+
+def strided(dtype, ndim):
+    """A read-only input array type of any strides (the stack kernels' inputs: broadcast views
+    included), so any array of this dtype and ndim is a valid argument."""
+    return types.Array(dtype, ndim, "A", readonly=True)

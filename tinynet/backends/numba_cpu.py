@@ -2,7 +2,7 @@
 
 Same functions and results as the reference, tinynet/backends/numpy_ref.py. Arguments arrive
 validated by tinynet.ops, so the only work here is: make inputs C-contiguous where they are
-not (np.ascontiguousarray returns a contiguous array itself, ~0.05 us), allocate outputs,
+not (np.ascontiguousarray returns a contiguous array itself), allocate outputs,
 pick the tiny-size path (one compiled loop nest) or the BLAS path (NumPy GEMMs around a
 compiled epilogue/prologue) by size, and call the kernel.
 
@@ -25,10 +25,12 @@ import numpy as np
 
 from tinynet.backends import numpy_ref
 from tinynet._activations import CODES
-from tinynet.kernels.numba_cpu import COMPILE_OPTIONS
+from tinynet.kernels.numba_cpu import COMPILE_OPTIONS, LANES
 from tinynet.kernels.numba_cpu import dense as dense_kernels
 from tinynet.kernels.numba_cpu import lstm as lstm_kernels
 from tinynet.kernels.numba_cpu import lstm_cell as cell_kernels
+from tinynet.kernels.numba_cpu import stack_dense as stack_dense_kernels
+from tinynet.kernels.numba_cpu import stack_lstm as stack_lstm_kernels
 
 NAME = "numba-cpu"
 IS_GPU = False
@@ -48,49 +50,26 @@ def to_numpy(a):
 
 
 # --- size crossovers: tiny loops below, BLAS above ---------------------------------------
-# Measured with `python bench/numba_cpu_tuning.py --crossover` (float32, forward + backward
-# through tinynet.ops, us per call, medians of interleaved rounds) on the 2-core dev machine
-# (AMD EPYC, OpenBLAS 0.3.31 via NumPy 2.4, Numba 0.68), OPENBLAS_NUM_THREADS=1 because the
-# machine was shared (load average up to 50): absolute numbers are noisy, the order is not.
-# MACs = multiply-adds of the op's GEMMs.
-#
-# dense (batch, in, out): loops | BLAS path
-#   (8, 3, 1) 8.4 | 13.7   (4, 32, 32) 13.3 | 26.5   (8, 32, 32) 15.8 | 20.1
-#   (32, 16, 16) 24.9 | 24.0   (64, 16, 16) 60.8 | 38.3   (256, 8, 8) 90.8 | 65.1
-#   (32, 32, 32) 48.3 | 38.3   (128, 64, 64) 507 | 167
-#   one or two rows (the GEMMs are matrix-vector products, where BLAS gains nothing):
-#   (1, 128, 128) 24.8 | 110   (1, 256, 256) 78 | 325   (1, 500, 500) 72 | 1149
-#   (2, 128, 128) 14.4 | 37.5, but (4, 128, 128) 48.6 | 33.7
+# From `python bench/numba_cpu_tuning.py --crossover` (forward + backward through tinynet.ops,
+# tiny loops against the BLAS path); MACs = multiply-adds of the op's GEMMs. At one or two
+# rows the GEMMs are matrix-vector products, where BLAS gains nothing: loops at any size.
 DENSE_LOOPS_MAX_MACS = 8192
 LOOPS_MAX_ROWS = 2            # at most this many rows: loops at any size (dense, cell)
-# lstm_cell (batch, in, H), MACs = batch * (in + H) * 4H: loops | BLAS path
-#   (4, 16, 16) 30.6 | 41.0   (16, 16, 16) 83.9 | 81.8   (1, 64, 64) 51 | 148
-#   (64, 16, 16) 264 | 201   (16, 32, 32) 117 | 62   (64, 32, 32) 526 | 459
+# lstm_cell: MACs = batch * (in + H) * 4H
 CELL_LOOPS_MAX_MACS = 32768
-# lstm (batch, steps, in, H): the input side in the loop | as one GEMM over all steps
-# (the recurrent part is the same loop in both); MACs = batch * steps * in * 4H
-#   (1, 100, 8, 8) 217 | 328   (8, 50, 8, 8) 757 | 659   (16, 50, 16, 16) 2981 | 2444
-#   (32, 50, 32, 16) 6992 | 5971, but with one input (256, 100, 1, 3) 32585 | 55866
+# lstm: the input side in the loop, or as one GEMM over all steps (the recurrent part is the
+# same loop in both); MACs = batch * steps * in * 4H. With few inputs the loop wins at any size.
 LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
 
 
 # --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
-# Time of numba-cpu / time of numpy, forward + backward through tinynet.ops, from the same
-# runs as the crossovers above:
-#   dense: 0.31 (8, 3, 1), 0.49 (16, 8, 8), 0.62 (32, 32, 32), 0.40 (64, 32, 32),
-#     1.09 (128, 64, 64), 0.60 (256, 64, 500): never clearly slower (above the loops, the
-#     same GEMMs as numpy with a fused epilogue), so always numba-cpu.
-#   lstm_cell (batch, in, H): 0.12-0.57 up to batch 16; (64, 16, 16) 1.03, (64, 32, 32)
-#     1.59, (256, 64, 64) 1.46: at large batches NumPy's vectorized exp/tanh over the whole
-#     gate array beat the compiled scalar ones.
-#   lstm (batch, steps, in, H): batch 1 0.01-0.04, (8, 50, 8, 8) 0.05, (16, 50, 16, 16) 0.44,
-#     (32, 50, 32, 16) 0.68, (256, 100, 1, 3) 0.68; but (16, 30, 64, 64) 1.77,
-#     (64, 30, 7, 33) 1.74, (64, 30, 32, 64) 1.67, (64, 20, 64, 128) 2.40: numpy wins once
-#     batch and H are both large (a two-core BLAS call per step, vectorized exp/tanh); up to
-#     H = 16 numba-cpu wins at every batch measured.
-# `prefer` sees the first array (x or xs) and, for lstm, w_hh (so H). For lstm_cell, H = 16
-# already ties at batch 64 (1.03), so there the cut is on the batch alone.
+# From the same tables (numba-cpu / numpy time). dense: never clearly slower (above the loops,
+# the same GEMMs as numpy with a fused epilogue), so always numba-cpu. lstm_cell: numpy wins
+# from batch 64 (its vectorized exp/tanh over the whole gate array). lstm: numpy wins once
+# batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
+# wins at every batch measured. Stacks: numba-cpu's models-innermost kernels against NumPy's
+# batched matmuls per step (the STACK_ limits below).
 AUTO_CELL_MAX_BATCH = 16
 AUTO_LSTM_MAX_BATCH = 8
 AUTO_LSTM_ANY_BATCH_MAX_HIDDEN = 16
@@ -105,6 +84,8 @@ def prefer(op, first_array, w_hh=None):
     shape = getattr(first_array, "shape", None)
     if not shape:
         return True             # not an array yet or 0-D: ops reports the error either way
+    if len(shape) == (4 if op == "lstm" else 3):
+        return True             # a stack (x with a leading M): see the table above
     if op == "lstm_cell":
         return shape[0] <= AUTO_CELL_MAX_BATCH
     recurrent = getattr(w_hh, "shape", ())
@@ -114,19 +95,24 @@ def prefer(op, first_array, w_hh=None):
 
 # --- compiled kernels, per float type -----------------------------------------------------
 
+# name -> (module, function, whether it runs prange loops on the cores)
 _SOURCES = {
-    "dense_forward_loops": (dense_kernels, dense_kernels.forward_loops),
-    "dense_forward_epilogue": (dense_kernels, dense_kernels.forward_epilogue),
-    "dense_sigmoid_input": (dense_kernels, dense_kernels.sigmoid_input),
-    "dense_sigmoid_finish": (dense_kernels, dense_kernels.sigmoid_finish),
-    "dense_backward_loops": (dense_kernels, dense_kernels.backward_loops),
-    "dense_backward_prologue": (dense_kernels, dense_kernels.backward_prologue),
-    "cell_forward_loops": (cell_kernels, cell_kernels.forward_loops),
-    "cell_forward_gates": (cell_kernels, cell_kernels.forward_gates),
-    "cell_backward_loops": (cell_kernels, cell_kernels.backward_loops),
-    "cell_backward_gates": (cell_kernels, cell_kernels.backward_gates),
-    "lstm_forward": (lstm_kernels, lstm_kernels.forward),
-    "lstm_backward": (lstm_kernels, lstm_kernels.backward),
+    "dense_forward_loops": (dense_kernels, dense_kernels.forward_loops, False),
+    "dense_forward_epilogue": (dense_kernels, dense_kernels.forward_epilogue, False),
+    "dense_sigmoid_input": (dense_kernels, dense_kernels.sigmoid_input, False),
+    "dense_sigmoid_finish": (dense_kernels, dense_kernels.sigmoid_finish, False),
+    "dense_backward_loops": (dense_kernels, dense_kernels.backward_loops, False),
+    "dense_backward_prologue": (dense_kernels, dense_kernels.backward_prologue, False),
+    "cell_forward_loops": (cell_kernels, cell_kernels.forward_loops, False),
+    "cell_forward_gates": (cell_kernels, cell_kernels.forward_gates, False),
+    "cell_backward_loops": (cell_kernels, cell_kernels.backward_loops, False),
+    "cell_backward_gates": (cell_kernels, cell_kernels.backward_gates, False),
+    "lstm_forward": (lstm_kernels, lstm_kernels.forward, False),
+    "lstm_backward": (lstm_kernels, lstm_kernels.backward, False),
+    "stack_dense_forward": (stack_dense_kernels, stack_dense_kernels.forward, True),
+    "stack_dense_backward": (stack_dense_kernels, stack_dense_kernels.backward, True),
+    "stack_lstm_forward": (stack_lstm_kernels, stack_lstm_kernels.forward, True),
+    "stack_lstm_backward": (stack_lstm_kernels, stack_lstm_kernels.backward, True),
 }
 
 
@@ -135,11 +121,13 @@ class _Kernels:
     use; after that, a plain attribute holding the compiled function's entry point.
 
     The entry point is what Numba's dispatcher calls once it has matched the argument types to
-    the signature; calling it directly skips that matching, about 0.2 us of the 0.45 us a
-    5-argument call costs (measured on the S1 perceptron: 0.75 us of a 7.8 us training step).
-    That is safe only because every call here passes exactly the declared types: tinynet.ops
-    has checked every dtype and ndim, and this module makes the inputs C-contiguous and
-    allocates the outputs. So these functions must only be reached through tinynet.ops.
+    the signature; calling it directly skips that matching (a sizeable part of a call's cost
+    at the tiny sizes). That is safe only because every call here passes exactly the declared
+    types: tinynet.ops has checked every dtype and ndim, and this module makes the inputs
+    C-contiguous and allocates the outputs (the stack kernels take any strides). Given an
+    array of another layout, an entry point would read it wrongly without an error, so these
+    functions must only be reached through tinynet.ops (tests/test_numba_cpu.py checks views
+    of every layout through it).
     """
 
     def __init__(self, float_type):
@@ -148,10 +136,11 @@ class _Kernels:
     def __getattr__(self, name):
         if name not in _SOURCES:
             raise AttributeError(name)
-        module, function = _SOURCES[name]
+        module, function, parallel = _SOURCES[name]
         signature = module.signatures(self._float_type)[function]
+        options = dict(COMPILE_OPTIONS, parallel=parallel)
         try:
-            compiled = numba.njit([signature], cache=True, **COMPILE_OPTIONS)(function)
+            compiled = numba.njit([signature], cache=True, **options)(function)
         except RuntimeError as error:     # "cannot cache function ...: no locator available"
             if "cannot cache" not in str(error):
                 raise
@@ -159,7 +148,7 @@ class _Kernels:
                           "(beside the kernels, nor the user cache directory), so every "
                           "process compiles its kernels again: set NUMBA_CACHE_DIR to a "
                           "writable directory", RuntimeWarning, stacklevel=2)
-            compiled = numba.njit([signature], **COMPILE_OPTIONS)(function)
+            compiled = numba.njit([signature], **options)(function)
         entry_point = compiled.overloads[compiled.signatures[0]].entry_point
         setattr(self, name, entry_point)
         return entry_point
@@ -188,7 +177,7 @@ _contiguous = np.ascontiguousarray
 
 
 def _zeros_like(a):
-    # np.zeros_like takes 1.15 us on a (1, 100, 3) array, np.zeros 0.19 us
+    # np.zeros: several times faster than np.zeros_like on the tiny arrays here
     return np.zeros(a.shape, a.dtype)
 
 _SIGMOID = CODES["sigmoid"]
@@ -198,13 +187,9 @@ _TANH = CODES["tanh"]
 # --- dense ---------------------------------------------------------------------------
 
 def _activate_in_place(kernels, z, bias, code):
-    """z (batch, out) = x @ w from BLAS becomes act(z + b), in place. Measured per element
-    on (256, 500), float32 (float64), ns: the fused compiled epilogue takes 0.06 (0.18) for
-    linear and relu, but 3.2 (7.5) for sigmoid and 12.6 (14.5) for tanh, because Numba calls
-    the scalar expf / tanhf per element (it vectorizes them only with Intel's SVML); the
-    float32 tanh of kernels/numba_math.py, written later, takes 4.6 (a loop over 12 elements).
-    z += b then NumPy's vectorized np.tanh takes 0.52 (2.4); sigmoid as two compiled passes
-    around np.exp, 1.45 (2.6)."""
+    """z (batch, out) = x @ w from BLAS becomes act(z + b), in place: linear and relu in one
+    compiled pass; tanh and sigmoid through NumPy's vectorized np.tanh / np.exp, which beat
+    compiled code calling the scalar library functions per element."""
     if code == _TANH:
         if bias.shape[0]:
             np.add(z, bias, out=z)
@@ -339,8 +324,8 @@ def lstm_backward(saved, dhs, dhT, dcT):
     dtype = xs.dtype
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
-    # an absent gradient goes in as an empty array, which the kernel skips (allocating the
-    # zeros cost 0.6 us of an S7 step's 36)
+    # an absent gradient goes in as an empty array, which the kernel skips (cheaper than
+    # allocating zeros)
     dhs = _ABSENT[3][dtype] if dhs is None else _contiguous(dhs)
     dhT = _ABSENT[2][dtype] if dhT is None else _contiguous(dhT)
     dcT = _ABSENT[2][dtype] if dcT is None else _contiguous(dcT)
@@ -359,3 +344,99 @@ def lstm_backward(saved, dhs, dhT, dcT):
     dxs = (dz @ w_ih.T).reshape(batch, steps, n_in)
     dw_ih = xs.reshape(batch * steps, n_in).T @ dz
     return dxs, dh0, dc0, dw_ih, dw_hh, db
+
+
+# --- stacks of M models: models innermost, blocks of LANES models on the cores ----------
+# The stack kernels take inputs of any strides (broadcast views included) and read them in
+# place: nothing here copies an input.
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype)
+
+
+def _blocks(models):
+    return (models + LANES - 1) // LANES
+
+
+def stack_dense_forward(x, w, b, activation):
+    # x (M, batch, in), w (M, in, out), b (M, out) or None -> y (M, batch, out)
+    models, batch, _ = x.shape
+    dtype = x.dtype
+    bias = np.empty((models, 0), dtype) if b is None else b
+    code = CODES[activation]
+    y = np.empty((models, batch, w.shape[2]), dtype)
+    _KERNELS[dtype].stack_dense_forward(x, w, bias, code, LANES, y)
+    return y, (x, w, b is not None, code, y)
+
+
+def stack_dense_backward(saved, dy):
+    x, w, has_bias, code, y = saved
+    dtype = x.dtype
+    models = x.shape[0]
+    dx = np.empty(x.shape, dtype)
+    dw = np.empty(w.shape, dtype)
+    db = np.empty((models, w.shape[2] if has_bias else 0), dtype)
+    _KERNELS[dtype].stack_dense_backward(x, w, y, dy, code, LANES, dx, dw, db)
+    return dx, dw, (db if has_bias else None)
+
+
+def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
+                       forget_bias, lengths):
+    # xs (M, batch, steps, in), h0, c0 (M, batch, H), forget_bias (M,), lengths (M, batch)
+    # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    dtype = xs.dtype
+    blocks = _blocks(models)
+    hs = np.empty((models, batch, steps, hidden), dtype)
+    hT = np.empty((models, batch, hidden), dtype)
+    cT = np.empty((models, batch, hidden), dtype)
+    # saved for the backward, in the kernel's layout (kernels/numba_cpu/stack_lstm.py)
+    xs_lanes = np.empty((blocks, batch, steps, n_in, LANES), dtype)
+    h_lanes = np.empty((blocks, batch, steps + 1, hidden, LANES), dtype)
+    c_lanes = np.empty((blocks, batch, steps + 1, hidden, LANES), dtype)
+    gates = np.empty((blocks, batch, steps, 5 * hidden, LANES), dtype)
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    _KERNELS[dtype].stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act,
+                                       rec, hs, hT, cT, xs_lanes, h_lanes, c_lanes, gates)
+    return hs, hT, cT, (w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, act, rec,
+                        xs.shape)
+
+
+def stack_lstm_backward(saved, dhs, dhT, dcT):
+    w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, act, rec, xs_shape = saved
+    models, batch, _, n_in = xs_shape
+    hidden = w_hh.shape[1]
+    dtype = gates.dtype
+    dxs = np.empty(xs_shape, dtype)
+    dh0 = np.empty((models, batch, hidden), dtype)
+    dc0 = np.empty((models, batch, hidden), dtype)
+    dw_ih = np.empty(w_ih.shape, dtype)
+    dw_hh = np.empty(w_hh.shape, dtype)
+    db = np.empty((models, 4 * hidden), dtype)
+    _KERNELS[dtype].stack_lstm_backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates,
+                                        dhs, dhT, dcT, act, rec, dxs, dh0, dc0, dw_ih, dw_hh,
+                                        db)
+    return dxs, dh0, dc0, dw_ih, dw_hh, db
+
+
+# One step of a stack is the whole-sequence kernel over one step: no lengths (every row's
+# length is 1) and no gradient of the step's hs besides dh1 (zeros), both broadcast views.
+_ONE_STEP = np.ones((1, 1), np.int32)
+
+
+def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
+                            forget_bias):
+    # x (M, batch, in), h, c (M, batch, H) -> h1, c1 (M, batch, H)
+    models, batch, _ = x.shape
+    lengths = np.broadcast_to(_ONE_STEP, (models, batch))
+    _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
+                                          recurrent_activation, forget_bias, lengths)
+    return h1, c1, saved
+
+
+def stack_lstm_cell_backward(saved, dh1, dc1):
+    models, batch, _, n_in = saved[-1]
+    no_dhs = np.broadcast_to(np.zeros((), dh1.dtype), (models, batch, 1, dh1.shape[2]))
+    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, no_dhs, dh1, dc1)
+    return dxs.reshape(models, batch, n_in), dh, dc, dw_ih, dw_hh, db

@@ -1,0 +1,74 @@
+"""Pointwise helpers of the stack kernels (stack_dense.py, stack_lstm.py), inlined into them.
+
+Each works on rows [start, stop) of a C-contiguous (rows, lanes) array: one row holds one
+value for each of a block's models. The activation code is tested once, outside the loops, so
+each loop is plain arithmetic over contiguous lanes, which LLVM vectorizes. The lane count is
+read from the array, not a compile-time constant: LLVM unrolls a loop of a constant 16
+iterations completely and then vectorizes none of it.
+Activation codes: tinynet/_activations.py CODES (0 linear, 1 relu, 2 sigmoid, 3 tanh).
+"""
+
+import numba
+
+from tinynet.kernels.numba_cpu import COMPILE_OPTIONS
+from tinynet.kernels.numba_math import cpu_sigmoid, cpu_tanh
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def activate_rows(code, z, start, stop):
+    # z[start:stop] = act(z[start:stop]), in place
+    zero = z.dtype.type(0)
+    lanes = z.shape[1]
+    if code == 1:
+        for row in range(start, stop):
+            for lane in range(lanes):
+                v = z[row, lane]
+                z[row, lane] = zero if v < zero else v      # NaN stays NaN, as np.maximum
+    elif code == 2:
+        for row in range(start, stop):
+            for lane in range(lanes):
+                z[row, lane] = cpu_sigmoid(z[row, lane])
+    elif code == 3:
+        for row in range(start, stop):
+            for lane in range(lanes):
+                z[row, lane] = cpu_tanh(z[row, lane])
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def activation_grad_rows(code, y, start, stop, out):
+    # out[start:stop] = act'(z) from the output y = act(z) (numba_math.activation_grad)
+    zero, one = y.dtype.type(0), y.dtype.type(1)
+    lanes = y.shape[1]
+    for row in range(start, stop):
+        if code == 0:
+            for lane in range(lanes):
+                out[row, lane] = one
+        elif code == 1:
+            for lane in range(lanes):
+                out[row, lane] = one if y[row, lane] > zero else zero
+        elif code == 2:
+            for lane in range(lanes):
+                out[row, lane] = y[row, lane] * (one - y[row, lane])
+        else:
+            for lane in range(lanes):
+                out[row, lane] = one - y[row, lane] * y[row, lane]
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def gather_matrix(a, first, count, out):
+    # a (M, rows, cols), any strides -> out (rows, cols, lanes): models first .. first+count-1
+    # in lanes 0 .. count-1, zeros in the lanes past them
+    out[:] = 0
+    for lane in range(count):
+        for i in range(a.shape[1]):
+            for j in range(a.shape[2]):
+                out[i, j, lane] = a[first + lane, i, j]
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def gather_rows(a, first, count, out):
+    # a (M, rows), any strides -> out (rows, lanes), zeros past the block's models
+    out[:] = 0
+    for lane in range(count):
+        for i in range(a.shape[1]):
+            out[i, lane] = a[first + lane, i]

@@ -1,0 +1,232 @@
+"""The whole-sequence LSTM for a stack of M models on the CPU, models innermost: the forward
+over all steps in one compiled loop, the backward (BPTT in reverse) in another. One LSTM step
+of a stack (ops.lstm_cell) is this kernel with one step.
+
+Must match tinynet/backends/numpy_ref.py: stack_lstm_forward, stack_lstm_backward (model m's
+results are lstm_forward / lstm_backward on model m's slices, with its lengths).
+
+Shapes: xs (M, batch, steps, in), h0 and c0 (M, batch, H), w_ih (M, in, 4H), w_hh (M, H, 4H),
+b (M, 4H), forget_bias (M,), lengths (M, batch) int32 in 0..steps; gate blocks i, f, g, o;
+inputs may have any strides (a broadcast view: stride 0 on M). Activation codes (act, rec):
+tinynet/_activations.py CODES.
+
+Layout: as kernels/numba_cpu/stack_dense.py, blocks of `lanes` models (the last axis of the
+saved arrays), the model the last, contiguous axis of everything a block computes, so that
+every inner loop is SIMD over the block's models; prange runs the blocks on the cores. What the backward reads is saved in that
+layout, one (batch, ...) slab per block (an integer index on the leading axis of a C-contiguous
+array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
+at padding steps; h_lanes, c_lanes (blocks, batch, steps + 1, H, lanes), the state before
+each step and after the last; gates (blocks, batch, steps, 5H, lanes) = i, f, g, o, a(c).
+
+Lengths: at a step t >= lengths[m, row] (padding) every lane's new state is selected, not
+multiplied, from the old one, so a NaN in padding input changes nothing; the backward
+selects dz = 0 there, lets dh and dc pass unchanged, and adds no dhs. The padding lanes of
+the last block have length 0.
+"""
+
+import numpy as np
+from numba import prange, types
+
+from tinynet.kernels.numba_cpu import array_types, strided
+from tinynet.kernels.numba_cpu.lanes import (activate_rows, activation_grad_rows,
+                                              gather_matrix, gather_rows)
+
+
+def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, cT,
+            xs_lanes, h_lanes, c_lanes, gates):
+    # Writes hs (M, batch, steps, H) (zeros at padding steps), hT, cT (M, batch, H) and the
+    # saved xs_lanes, h_lanes, c_lanes, gates described above.
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    four_h = 4 * hidden
+    blocks, lanes = gates.shape[0], gates.shape[4]
+    dtype = hs.dtype
+    zero = dtype.type(0)
+    for block in prange(blocks):
+        first = block * lanes
+        count = min(lanes, models - first)
+        w_ih_lanes = np.empty((n_in, four_h, lanes), dtype)
+        gather_matrix(w_ih, first, count, w_ih_lanes)
+        w_hh_lanes = np.empty((hidden, four_h, lanes), dtype)
+        gather_matrix(w_hh, first, count, w_hh_lanes)
+        b_lanes = np.empty((four_h, lanes), dtype)         # the bias, forget_bias added
+        gather_rows(b, first, count, b_lanes)
+        length = np.zeros(lanes, np.int32)
+        for lane in range(count):
+            for j in range(hidden, 2 * hidden):
+                b_lanes[j, lane] += forget_bias[first + lane]
+        for row in range(batch):
+            for lane in range(count):
+                length[lane] = lengths[first + lane, row]
+            h = h_lanes[block, row, 0]                     # (H, lanes): the state before step t
+            c = c_lanes[block, row, 0]
+            h[:] = 0
+            c[:] = 0
+            for lane in range(count):
+                for u in range(hidden):
+                    h[u, lane] = h0[first + lane, row, u]
+                    c[u, lane] = c0[first + lane, row, u]
+            for t in range(steps):
+                x = xs_lanes[block, row, t]                # (in, lanes)
+                x[:] = 0
+                for lane in range(count):
+                    if t < length[lane]:
+                        for k in range(n_in):
+                            x[k, lane] = xs[first + lane, row, t, k]
+                z = gates[block, row, t]                   # (5H, lanes)
+                for j in range(four_h):
+                    for lane in range(lanes):
+                        z[j, lane] = b_lanes[j, lane]
+                for k in range(n_in):
+                    for j in range(four_h):
+                        for lane in range(lanes):
+                            z[j, lane] += x[k, lane] * w_ih_lanes[k, j, lane]
+                for k in range(hidden):
+                    for j in range(four_h):
+                        for lane in range(lanes):
+                            z[j, lane] += h[k, lane] * w_hh_lanes[k, j, lane]
+                activate_rows(rec, z, 0, 2 * hidden)
+                activate_rows(act, z, 2 * hidden, 3 * hidden)
+                activate_rows(rec, z, 3 * hidden, four_h)
+                h_next = h_lanes[block, row, t + 1]
+                c_next = c_lanes[block, row, t + 1]
+                for u in range(hidden):
+                    for lane in range(lanes):
+                        c_next[u, lane] = (z[hidden + u, lane] * c[u, lane]
+                                           + z[u, lane] * z[2 * hidden + u, lane])
+                        z[four_h + u, lane] = c_next[u, lane]
+                activate_rows(act, z, four_h, 5 * hidden)
+                for u in range(hidden):
+                    for lane in range(lanes):
+                        valid = t < length[lane]
+                        h_step = z[3 * hidden + u, lane] * z[four_h + u, lane]
+                        h_next[u, lane] = h_step if valid else h[u, lane]
+                        c_next[u, lane] = c_next[u, lane] if valid else c[u, lane]
+                for lane in range(count):
+                    valid = t < length[lane]
+                    for u in range(hidden):
+                        hs[first + lane, row, t, u] = h_next[u, lane] if valid else zero
+                h = h_next
+                c = c_next
+            for lane in range(count):
+                for u in range(hidden):
+                    hT[first + lane, row, u] = h[u, lane]
+                    cT[first + lane, row, u] = c[u, lane]
+
+
+def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec,
+             dxs, dh0, dc0, dw_ih, dw_hh, db):
+    # Gradients of hs (M, batch, steps, H), hT and cT (M, batch, H) -> dxs (M, batch, steps,
+    # in) (zeros at padding steps), dh0, dc0 (M, batch, H), dw_ih (M, in, 4H),
+    # dw_hh (M, H, 4H), db (M, 4H), all written.
+    models, batch, steps = dxs.shape[0], dxs.shape[1], dxs.shape[2]
+    n_in = w_ih.shape[1]
+    hidden = w_hh.shape[1]
+    four_h = 4 * hidden
+    blocks, lanes = gates.shape[0], gates.shape[4]
+    dtype = dxs.dtype
+    zero = dtype.type(0)
+    for block in prange(blocks):
+        first = block * lanes
+        count = min(lanes, models - first)
+        w_ih_lanes = np.empty((n_in, four_h, lanes), dtype)
+        gather_matrix(w_ih, first, count, w_ih_lanes)
+        w_hh_lanes = np.empty((hidden, four_h, lanes), dtype)
+        gather_matrix(w_hh, first, count, w_hh_lanes)
+        dw_ih_lanes = np.zeros((n_in, four_h, lanes), dtype)
+        dw_hh_lanes = np.zeros((hidden, four_h, lanes), dtype)
+        db_lanes = np.zeros((four_h, lanes), dtype)
+        length = np.zeros(lanes, np.int32)
+        dh = np.zeros((hidden, lanes), dtype)     # gradient of h after step t, then before it
+        dc = np.zeros((hidden, lanes), dtype)
+        grad = np.empty((5 * hidden, lanes), dtype)    # act' or rec' of each saved gate
+        dz = np.empty((four_h, lanes), dtype)
+        total = np.empty(lanes, dtype)
+        for row in range(batch):
+            for lane in range(count):
+                length[lane] = lengths[first + lane, row]
+                for u in range(hidden):
+                    dh[u, lane] = dhT[first + lane, row, u]
+                    dc[u, lane] = dcT[first + lane, row, u]
+            for t in range(steps - 1, -1, -1):
+                for lane in range(count):
+                    if t < length[lane]:
+                        for u in range(hidden):
+                            dh[u, lane] += dhs[first + lane, row, t, u]
+                g = gates[block, row, t]
+                c_prev = c_lanes[block, row, t]
+                h_prev = h_lanes[block, row, t]
+                x = xs_lanes[block, row, t]
+                activation_grad_rows(rec, g, 0, 2 * hidden, grad)
+                activation_grad_rows(act, g, 2 * hidden, 3 * hidden, grad)
+                activation_grad_rows(rec, g, 3 * hidden, four_h, grad)
+                activation_grad_rows(act, g, four_h, 5 * hidden, grad)
+                for u in range(hidden):
+                    for lane in range(lanes):
+                        valid = t < length[lane]
+                        dh_u = dh[u, lane]
+                        dc_total = (dc[u, lane] + dh_u * g[3 * hidden + u, lane]
+                                    * grad[four_h + u, lane])
+                        dz_i = dc_total * g[2 * hidden + u, lane] * grad[u, lane]
+                        dz_f = dc_total * c_prev[u, lane] * grad[hidden + u, lane]
+                        dz_g = dc_total * g[u, lane] * grad[2 * hidden + u, lane]
+                        dz_o = dh_u * g[four_h + u, lane] * grad[3 * hidden + u, lane]
+                        dz[u, lane] = dz_i if valid else zero
+                        dz[hidden + u, lane] = dz_f if valid else zero
+                        dz[2 * hidden + u, lane] = dz_g if valid else zero
+                        dz[3 * hidden + u, lane] = dz_o if valid else zero
+                        dc_step = dc_total * g[hidden + u, lane]
+                        dc[u, lane] = dc_step if valid else dc[u, lane]
+                for j in range(four_h):
+                    for lane in range(lanes):
+                        db_lanes[j, lane] += dz[j, lane]
+                for k in range(hidden):
+                    total[:] = 0
+                    for j in range(four_h):
+                        for lane in range(lanes):
+                            total[lane] += dz[j, lane] * w_hh_lanes[k, j, lane]
+                            dw_hh_lanes[k, j, lane] += h_prev[k, lane] * dz[j, lane]
+                    for lane in range(lanes):
+                        dh[k, lane] = total[lane] if t < length[lane] else dh[k, lane]
+                for k in range(n_in):
+                    total[:] = 0
+                    for j in range(four_h):
+                        for lane in range(lanes):
+                            total[lane] += dz[j, lane] * w_ih_lanes[k, j, lane]
+                            dw_ih_lanes[k, j, lane] += x[k, lane] * dz[j, lane]
+                    for lane in range(count):
+                        dxs[first + lane, row, t, k] = (total[lane] if t < length[lane]
+                                                        else zero)
+            for lane in range(count):
+                for u in range(hidden):
+                    dh0[first + lane, row, u] = dh[u, lane]
+                    dc0[first + lane, row, u] = dc[u, lane]
+        for lane in range(count):
+            for k in range(n_in):
+                for j in range(four_h):
+                    dw_ih[first + lane, k, j] = dw_ih_lanes[k, j, lane]
+            for k in range(hidden):
+                for j in range(four_h):
+                    dw_hh[first + lane, k, j] = dw_hh_lanes[k, j, lane]
+            for j in range(four_h):
+                db[first + lane, j] = db_lanes[j, lane]
+
+
+def signatures(float_type):
+    read_only, writable = array_types(float_type)
+    code = types.int64
+
+    def any_strides(ndim):
+        return strided(float_type, ndim)
+    lengths = strided(types.int32, 2)
+    return {
+        forward: types.void(any_strides(4), any_strides(3), any_strides(3), any_strides(3),
+                            any_strides(3), any_strides(2), any_strides(1), lengths, code,
+                            code, writable(4), writable(3), writable(3), writable(5),
+                            writable(5), writable(5), writable(5)),
+        backward: types.void(any_strides(3), any_strides(3), lengths, read_only(5),
+                             read_only(5), read_only(5), read_only(5), any_strides(4),
+                             any_strides(3), any_strides(3), code, code, writable(4),
+                             writable(3), writable(3), writable(3), writable(3),
+                             writable(2)),
+    }
