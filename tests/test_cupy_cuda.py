@@ -15,7 +15,9 @@ H in {3, 32, 64, 128}), with both paths of every op forced in turn (fused kernel
 persistent LSTM / per step):
 - every op x activation x dtype against the NumPy reference, forward and every gradient;
 - the same against the numba-cuda backend on the same inputs (needs a real GPU for it too);
-- two runs bit-identical; CuPy and other CUDA arrays are used without a copy.
+- two runs bit-identical; CuPy and other CUDA arrays are used without a copy;
+- stacks of models (stack_dense.cu, stack_lstm.cu) against the NumPy reference, with a length
+  per sequence: up to 2,000 models of Experiment 3a's shape in one call; two runs bit-identical.
 """
 
 import json
@@ -95,7 +97,8 @@ def test_every_entry_point_has_float_and_double(compiled):
 def test_backend_launches_exactly_the_entry_points_that_exist(compiled):
     """Kernel names are strings to CuPy: a typo would only show on a GPU. Every
     ("<file>.cu", "<entry>") the backend names must exist, and every entry point be used."""
-    used = set(re.findall(r'"(\w+)\.cu",\s*"(\w+)"', BACKEND_SOURCE.read_text()))
+    named = re.findall(r'(\w+)\(\s*"(\w+)\.cu",\s*"(\w+)"', BACKEND_SOURCE.read_text())
+    used = {(stem, entry) for function, stem, entry in named if function != "_constant"}
     assert used, "found no kernel launches in the backend source"
     existing = {(stem, name[:-4]) for stem, name in entry_points(compiled)}
     assert used - existing == set(), f"launched but not defined: {sorted(used - existing)}"
@@ -340,3 +343,75 @@ def test_each_source_compiles_once_per_device(rng):
     run_dense("cupy", x, w, b, dy, "tanh")
     assert backend._modules == modules
     assert {source for _, source, _ in modules} <= {p.name for p in SOURCES.glob("*.cu")}
+
+
+# --- stacks at GPU sizes --------------------------------------------------------------
+# (M, batch, steps, in, H): Experiment 3a's shape (T = 100, one input, H = 3) for 2,000
+# models, then wider models, fewer of them; every sequence its own length from 0 to steps.
+STACK_LSTM_REAL = [(2000, 1, 100, 1, 3), (100, 16, 100, 8, 32), (8, 16, 50, 8, 128)]
+STACK_DENSE_REAL = [(200, 256, 30, 20), (16, 1000, 128, 64)]   # (M, batch, in, out)
+
+
+def stack_lstm_real_problem(rng, models, batch, steps, n_in, hidden, dtype):
+    def normal(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    inputs = (normal(models, batch, steps, n_in), normal(models, batch, hidden, scale=0.5),
+              normal(models, batch, hidden, scale=0.5),
+              normal(models, n_in, 4 * hidden, scale=1 / np.sqrt(n_in)),
+              normal(models, hidden, 4 * hidden, scale=1 / np.sqrt(hidden)),
+              normal(models, 4 * hidden, scale=0.5))
+    grads = (normal(models, batch, steps, hidden), normal(models, batch, hidden),
+             normal(models, batch, hidden))
+    forget_bias = rng.uniform(-1.0, 2.0, models).astype(dtype)
+    lengths = rng.integers(0, steps + 1, (models, batch))
+    lengths.flat[:2] = (0, steps)
+    return inputs, grads, forget_bias, lengths
+
+
+def run_stack_lstm(backend_name, inputs, grads, forget_bias, lengths, activation,
+                   recurrent_activation):
+    *outs, ctx = ops.lstm(*inputs, activation, recurrent_activation, forget_bias, lengths,
+                          backend=backend_name)
+    return (*outs, *ops.lstm_backward(ctx, *grads))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation,recurrent_activation", [("tanh", "sigmoid"),
+                                                             ("relu", "sigmoid")])
+def test_stack_lstm_real_sizes(rng, dtype, activation, recurrent_activation):
+    for shape in STACK_LSTM_REAL:
+        inputs, grads, forget_bias, lengths = stack_lstm_real_problem(rng, *shape, dtype)
+        args = (inputs, grads, forget_bias, lengths, activation, recurrent_activation)
+        batch, steps = shape[1:3]
+        compare(f"stack lstm {activation}/{recurrent_activation} {np.dtype(dtype)} {shape}",
+                LSTM_NAMES, run_stack_lstm("cupy", *args), run_stack_lstm("numpy", *args),
+                (*[np.sqrt(steps)] * 3, *[lstm_grad_scale(batch, steps)] * 6))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_stack_dense_real_sizes(rng, dtype, activation):
+    for models, batch, n_in, n_out in STACK_DENSE_REAL:
+        x, w, b, dy = (np.stack(parts) for parts in zip(
+            *(dense_problem(rng, batch, n_in, n_out, dtype) for _ in range(models))))
+        compare(f"stack dense {activation} {np.dtype(dtype)} {(models, batch, n_in, n_out)}",
+                DENSE_NAMES, run_dense("cupy", x, w, b, dy, activation),
+                run_dense("numpy", x, w, b, dy, activation), (1, *[np.sqrt(batch)] * 3))
+
+
+@gpu
+def test_stack_two_runs_are_bit_identical(rng):
+    """The stacks' reductions (db per model, the LSTM's dW per model) sum in a fixed order."""
+    models, batch, n_in, n_out = STACK_DENSE_REAL[1]
+    x, w, b, dy = (np.stack(parts) for parts in zip(
+        *(dense_problem(rng, batch, n_in, n_out, np.float32) for _ in range(models))))
+    lstm_args = (*stack_lstm_real_problem(rng, *STACK_LSTM_REAL[1], np.float32), "tanh",
+                 "sigmoid")
+    runs = [[cupy.asnumpy(a) for a in (*run_dense("cupy", x, w, b, dy, "tanh"),
+                                       *run_stack_lstm("cupy", *lstm_args))]
+            for _ in range(2)]
+    for name, first, second in zip(DENSE_NAMES + LSTM_NAMES, *runs):
+        assert np.array_equal(first, second), f"stack {name} differs between two runs"

@@ -63,6 +63,8 @@ struct BiasActivation {
     }
 };
 
+// The launch geometry below is read from this file by tinynet/backends/cupy_cuda.py
+// (`constexpr int NAME = <integer>;`, one definition per name).
 constexpr int ROWS_TILE = 128;   // batch rows per block of the forward and dx kernels
 constexpr int COLS_TILE = 64;    // output columns per block of every GEMM here
 constexpr int DW_ROWS_TILE = 64; // rows of dw (inputs) per block of the dw kernel

@@ -39,6 +39,8 @@
 #include "activations.cuh"
 #include "lstm_math.cuh"
 
+// The launch geometry below is read from this file by tinynet/backends/cupy_cuda.py
+// (`constexpr int NAME = <integer>;`, one definition per name).
 constexpr int MAX_THREADS = 512;
 
 // w_hh (H, 4H) into shared memory as Gates: weights[k * H + u] (BY_UNIT false, forward) or

@@ -40,9 +40,11 @@
 #include "lstm_math.cuh"
 #include "tile_gemm.cuh"
 
+// The launch geometry below is read from this file by tinynet/backends/cupy_cuda.py
+// (`constexpr int NAME = <integer>;`, one definition per name).
 constexpr int CELL_ROWS_TILE = 64;                   // batch rows (or features) per block
 constexpr int CELL_COLS_TILE = 64;                   // GEMM columns per block
-constexpr int CELL_UNITS_TILE = CELL_COLS_TILE / 4;  // units per block of the fused forward
+constexpr int CELL_UNITS_TILE = 16;                  // units per block of the fused forward
 static_assert(CELL_UNITS_TILE == gemm::TX && CELL_COLS_TILE / gemm::TX == 4,
               "fused forward: thread tx's four tile columns are the four gates of one unit");
 

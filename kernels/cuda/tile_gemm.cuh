@@ -36,6 +36,8 @@
 
 #pragma once
 
+// The launch geometry below is read from this file by tinynet/backends/cupy_cuda.py
+// (`constexpr int NAME = <integer>;`, one definition per name).
 namespace gemm {
 constexpr int THREADS = 256;
 constexpr int TX = 16;      // threads along a tile's columns

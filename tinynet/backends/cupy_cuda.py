@@ -5,9 +5,12 @@ Arrays are CuPy arrays on the current device. NumPy inputs are copied to the dev
 with __cuda_array_interface__ or a CUDA __dlpack__ (CuPy, PyTorch CUDA tensors, Numba device
 arrays) are used in place, without a copy.
 
-Kernels: one .cu file per op (dense.cu, lstm_cell.cu, lstm.cu), each with extern "C" entry
-points <name>_f32 and <name>_f64. A file is compiled by NVRTC through cupy.RawModule once per
-(device, file, options) and its kernels are cached per (device, file, entry point, dtype).
+Kernels: one .cu file per op (dense.cu, lstm_cell.cu, lstm.cu; stack_dense.cu and
+stack_lstm.cu for stacks of models), each with extern "C" entry points <name>_f32 and
+<name>_f64. Their launch geometry (tile sizes, threads per block) is defined once, in the
+.cu files, and read from there (_constant). A file is compiled by NVRTC through
+cupy.RawModule once per (device, file, options) and its kernels are cached per (device, file,
+entry point, dtype).
 
 CuPy checks nothing about a raw kernel's arguments, so every launch here passes C-contiguous
 device arrays of the kernel's type (cupy.ascontiguousarray: no copy when already contiguous),
@@ -19,8 +22,14 @@ Paths, per op and size (FUSED_MAX_WIDTH below):
   lstm_cell  fused [x|h] @ [w_ih; w_hh] + gates (lstm_cell.cu)   | cuBLAS + our gate kernel
   lstm       persistent recurrence, one launch per direction     | per step: cuBLAS h @ w_hh +
              (lstm.cu), w_hh in shared memory                    | our gate kernel (lstm_cell.cu)
-Our reductions (db, the split-K dw) sum per-block partials in a fixed order, never with
-float atomics, and cuBLAS is deterministic on one GPU model: results are bit-identical run
+Stacks (M models per call, stack_*):
+  dense      one batched cuBLAS GEMM per product + our epilogue/prologue (stack_dense.cu)
+  lstm_cell  the stacked LSTM of one step
+  lstm       one thread per (model, batch row, unit), every sequence of every model in one
+             launch per direction (stack_lstm.cu), a length per sequence; the weight
+             gradients reduced per model by one more launch
+Our reductions (db, the split-K dw, the stacks' per-model dw) sum in a fixed order, never
+with float atomics, and cuBLAS is deterministic on one GPU model: results are bit-identical run
 to run.
 """
 
@@ -57,17 +66,54 @@ FUSED_MAX_WIDTH = {"dense": 128, "lstm_cell": 128, "lstm": 64}
 _SOURCES = Path(tinynet.kernels.__file__).parent / "cuda"
 _OPTIONS = ("--std=c++17",)   # as `python -m tinynet compile` (tinynet/_compile.py) checks them
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.MULTILINE)
 
-# Launch constants mirrored from the .cu files (keep in step with them).
-_GEMM_BLOCK = (256, 1, 1)           # tile_gemm.cuh gemm::THREADS
-_K_SLAB = 16                        # tile_gemm.cuh gemm::BK
-_DENSE_ROWS_TILE = 128              # dense.cu ROWS_TILE
-_DENSE_COLS_TILE = 64               # dense.cu COLS_TILE
-_DENSE_DW_ROWS_TILE = 64            # dense.cu DW_ROWS_TILE
-_PROLOGUE_BLOCK = (32, 8, 1)        # dense.cu PROLOGUE_COLS, PROLOGUE_ROWS
-_CELL_TILE = 64                     # lstm_cell.cu CELL_ROWS_TILE == CELL_COLS_TILE
-_CELL_UNITS_TILE = 16               # lstm_cell.cu CELL_UNITS_TILE
-_PERSISTENT_MAX_THREADS = 512       # lstm.cu MAX_THREADS
+
+@functools.cache
+def _source(name):
+    """kernels/cuda/<name> with its local #include "x.cuh" inlined (each header once, as
+    #pragma once would), so that CuPy's on-disk cache, keyed by the source text, also sees a
+    change in a header. NVRTC then needs no include path."""
+    seen = set()
+
+    def expand(file_name):
+        if file_name in seen:
+            return ""
+        seen.add(file_name)
+        text = (_SOURCES / file_name).read_text().replace("#pragma once\n", "")
+        return _INCLUDE.sub(lambda match: expand(match.group(1)), text)
+
+    return expand(name)
+
+
+def _constant(source, name):
+    """The value of `constexpr int <name> = <integer>;` in kernels/cuda/<source> (headers
+    included): the launch geometry is defined once, in the kernels, and read from there."""
+    found = re.findall(rf"^\s*constexpr int {name} = (\d+);", _source(source), re.MULTILINE)
+    if len(found) != 1:
+        raise RuntimeError(f"kernels/cuda/{source} defines `constexpr int {name} = <integer>;` "
+                           f"{len(found)} times; the cupy backend reads it from there and needs "
+                           "exactly one")
+    return int(found[0])
+
+
+# Launch geometry, read from the .cu files that rely on it.
+_GEMM_BLOCK = (_constant("dense.cu", "THREADS"), 1, 1)              # tile_gemm.cuh gemm::
+_K_SLAB = _constant("dense.cu", "BK")                                # tile_gemm.cuh gemm::
+_DENSE_ROWS_TILE = _constant("dense.cu", "ROWS_TILE")
+_DENSE_COLS_TILE = _constant("dense.cu", "COLS_TILE")
+_DENSE_DW_ROWS_TILE = _constant("dense.cu", "DW_ROWS_TILE")
+_PROLOGUE_BLOCK = (_constant("dense.cu", "PROLOGUE_COLS"), _constant("dense.cu", "PROLOGUE_ROWS"),
+                   1)
+_CELL_ROWS_TILE = _constant("lstm_cell.cu", "CELL_ROWS_TILE")
+_CELL_COLS_TILE = _constant("lstm_cell.cu", "CELL_COLS_TILE")
+_CELL_UNITS_TILE = _constant("lstm_cell.cu", "CELL_UNITS_TILE")
+_PERSISTENT_MAX_THREADS = _constant("lstm.cu", "MAX_THREADS")
+_STACK_PROLOGUE_BLOCK = (_constant("stack_dense.cu", "PROLOGUE_COLS"),
+                         _constant("stack_dense.cu", "PROLOGUE_ROWS"), 1)
+_STACK_MAX_THREADS = _constant("stack_lstm.cu", "STACK_MAX_THREADS")
+_MAX_GRID_Y = 65535                 # CUDA's limit on gridDim.y
+
 
 # Grid sizing (provisional, like FUSED_MAX_WIDTH): split-K reductions aim at about this many
 # blocks (~4 per SM of a 132-SM H200), each split at least _MIN_SPLIT_ROWS rows. They depend
@@ -130,25 +176,6 @@ def to_numpy(a):
 _modules = {}   # (device id, source file, options) -> cupy.RawModule
 _kernels = {}   # (device id, source file, entry point, dtype) -> cupy.RawKernel
 _limits = {}    # device id -> (multiprocessors, opt-in shared bytes per block)
-
-_INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.MULTILINE)
-
-
-@functools.cache
-def _source(name):
-    """kernels/cuda/<name> with its local #include "x.cuh" inlined (each header once, as
-    #pragma once would), so that CuPy's on-disk cache, keyed by the source text, also sees a
-    change in a header. NVRTC then needs no include path."""
-    seen = set()
-
-    def expand(file_name):
-        if file_name in seen:
-            return ""
-        seen.add(file_name)
-        text = (_SOURCES / file_name).read_text().replace("#pragma once\n", "")
-        return _INCLUDE.sub(lambda match: expand(match.group(1)), text)
-
-    return expand(name)
 
 
 def _kernel(source, entry, dtype):
@@ -328,7 +355,7 @@ def _lstm_dw(x, h0, hs, dz, steps):
     features = n_in + hidden
     dtype = x.dtype
     out = cupy.empty((features + 1) * gate_columns, dtype)
-    tiles = (_cdiv(features, _CELL_TILE), _cdiv(gate_columns, _CELL_TILE))
+    tiles = (_cdiv(features, _CELL_ROWS_TILE), _cdiv(gate_columns, _CELL_COLS_TILE))
     split_rows, splits = _split(rows, tiles[0] * tiles[1], _K_SLAB)
     partials = out if splits == 1 else cupy.empty((splits, out.size), dtype)
     _launch("lstm_cell.cu", "lstm_cell_backward_dw", dtype, (*tiles, splits), _GEMM_BLOCK,
@@ -353,7 +380,7 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, 
     gates = cupy.empty((batch, 4 * hidden), dtype)      # saved i, f, g, o
     if _cell_fused(n_in, hidden):
         _launch("lstm_cell.cu", "lstm_cell_forward_fused", dtype,
-                (_cdiv(batch, _CELL_TILE), _cdiv(hidden, _CELL_UNITS_TILE), 1), _GEMM_BLOCK,
+                (_cdiv(batch, _CELL_ROWS_TILE), _cdiv(hidden, _CELL_UNITS_TILE), 1), _GEMM_BLOCK,
                 (x, h, c, w_ih, w_hh, b, h1, c1, gates, _i32(batch), _i32(n_in), _i32(hidden),
                  _i32(act), _i32(rec), forget_bias))
     else:
@@ -379,7 +406,7 @@ def lstm_cell_backward(saved, dh1, dc1):
     dx = cupy.empty((batch, n_in), dtype)
     dh = cupy.empty((batch, hidden), dtype)
     _launch("lstm_cell.cu", "lstm_cell_backward_dxh", dtype,
-            (_cdiv(batch, _CELL_TILE), _cdiv(n_in + hidden, _CELL_TILE), 1), _GEMM_BLOCK,
+            (_cdiv(batch, _CELL_ROWS_TILE), _cdiv(n_in + hidden, _CELL_COLS_TILE), 1), _GEMM_BLOCK,
             (dz, w_ih, w_hh, dx, dh, _i32(batch), _i32(n_in), _i32(hidden)))
     dw_ih, dw_hh, db = _lstm_dw(x, h, None, dz, 1)
     return dx, dh, dc, dw_ih, dw_hh, db
@@ -528,3 +555,133 @@ def _lstm_backward_per_step(saved, dhs, dhT, dcT):
     dw_ih = xs_tm.reshape(rows, n_in).T @ dz_rows
     dw_hh = h_prev.reshape(rows, hidden).T @ dz_rows
     return dxs, dh0, dc, dw_ih, dw_hh, _column_sums(dz_rows)
+
+
+# --- stacks: M independent models per call ------------------------------------------
+
+def zeros(shape, dtype):
+    return cupy.zeros(shape, dtype)
+
+
+def _batched_matmul(a, b):
+    """a (M, n, k) @ b (M, k, p) in one batched cuBLAS call (zeros when k = 0)."""
+    if a.size == 0 or b.size == 0:
+        return cupy.zeros((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+    return cupy.matmul(a, b)
+
+
+def stack_dense_forward(x, w, b, activation):
+    # x (M, batch, in), w (M, in, out), b (M, out) or None -> y (M, batch, out)
+    x, w, b = _c(x), _c(w), _c(b)
+    code = CODES[activation]
+    models, batch, _ = x.shape
+    n_out = w.shape[2]
+    y = _batched_matmul(x, w)
+    if b is not None or code != CODES["linear"]:
+        _launch_elementwise("stack_dense.cu", "stack_dense_bias_activation", x.dtype, y.size,
+                            (y, b, _i32(models), _i32(batch), _i32(n_out), _i32(code)))
+    return y, (x, w, b is not None, code, y)
+
+
+def stack_dense_backward(saved, dy):
+    x, w, has_bias, code, y = saved
+    dy = _c(dy)
+    models, batch, _ = x.shape
+    n_out = w.shape[2]
+    dz, db = dy, None                                           # linear: dz is dy itself
+    if code != CODES["linear"] or has_bias:
+        # dz written once, with db (fixed-order sums per model) in the same pass
+        dz = dy if code == CODES["linear"] else cupy.empty_like(dy)
+        db = cupy.empty((models, n_out), dy.dtype) if has_bias else None
+        blocks = (_cdiv(n_out, _STACK_PROLOGUE_BLOCK[0]), min(models, _MAX_GRID_Y), 1)
+        _launch("stack_dense.cu", "stack_dense_grad_prologue", dy.dtype, blocks,
+                _STACK_PROLOGUE_BLOCK,
+                (dy, y, None if dz is dy else dz, db, _i32(models), _i32(batch), _i32(n_out),
+                 _i32(code)))
+    dx = _batched_matmul(dz, w.transpose(0, 2, 1))
+    dw = _batched_matmul(x.transpose(0, 2, 1), dz)
+    return dx, dw, db
+
+
+def _stack_lstm_block(pairs, hidden):
+    """Block (H, G) of stack_lstm.cu: G sequences per block, as many as spread the pairs over
+    the multiprocessors, within the thread limit; the result does not depend on G."""
+    multiprocessors, _ = _device_limits()
+    return hidden, max(1, min(_cdiv(pairs, multiprocessors), _STACK_MAX_THREADS // hidden)), 1
+
+
+def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
+                       forget_bias, lengths):
+    # xs (M, batch, steps, in), h0 and c0 (M, batch, H), forget_bias (M,), lengths (M, batch)
+    # int32 or None (every sequence `steps` long) -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths = (
+        _c(a) for a in (xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths))
+    dtype = xs.dtype
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    if hidden > _STACK_MAX_THREADS:
+        raise ValueError(f"the cupy backend runs a stacked LSTM with one thread per unit, at most "
+                         f"H = {_STACK_MAX_THREADS}; got w_hh of shape {w_hh.shape} (H = {hidden})"
+                         ": run the models one at a time (2-D weights), or use the numba-cuda "
+                         "backend")
+    if lengths is not None and lengths.dtype != np.int32:
+        raise ValueError(f"the cupy backend takes lengths as int32, got {lengths.dtype}: "
+                         "pass them through tinynet.ops.lstm, which converts them")
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    pairs = models * batch
+    hs = cupy.empty((models, batch, steps, hidden), dtype)
+    cs = cupy.empty((models, batch, steps, hidden), dtype)
+    gates = cupy.empty((models, batch, steps, 4 * hidden), dtype)
+    h_last = cupy.empty((models, batch, hidden), dtype)
+    c_last = cupy.empty((models, batch, hidden), dtype)
+    if hidden:
+        block = _stack_lstm_block(pairs, hidden)
+        _launch("stack_lstm.cu", "stack_lstm_forward", dtype, (_cdiv(pairs, block[1]), 1, 1),
+                block, (xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, hs, cs, gates, h_last,
+                        c_last, _i32(pairs), _i32(batch), _i32(steps), _i32(n_in),
+                        _i32(hidden), _i32(act), _i32(rec)))
+    saved = (xs, h0, c0, w_ih, w_hh, lengths, hs, cs, gates, act, rec)
+    return hs, h_last, c_last, saved
+
+
+def stack_lstm_backward(saved, dhs, dhT, dcT):
+    xs, h0, c0, w_ih, w_hh, lengths, hs, cs, gates, act, rec = saved
+    dhs, dhT, dcT = _c(dhs), _c(dhT), _c(dcT)
+    dtype = xs.dtype
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    pairs = models * batch
+    dz = cupy.empty((models, batch, steps, 4 * hidden), dtype)
+    # without units nothing reaches xs: its gradient is zero
+    dxs = (cupy.empty if hidden else cupy.zeros)((models, batch, steps, n_in), dtype)
+    dh0 = cupy.empty((models, batch, hidden), dtype)
+    dc0 = cupy.empty((models, batch, hidden), dtype)
+    if hidden:
+        block = _stack_lstm_block(pairs, hidden)
+        _launch("stack_lstm.cu", "stack_lstm_backward", dtype, (_cdiv(pairs, block[1]), 1, 1),
+                block, (gates, cs, c0, w_ih, w_hh, lengths, dhs, dhT, dcT, dz, dxs, dh0, dc0,
+                        _i32(pairs), _i32(batch), _i32(steps), _i32(n_in), _i32(hidden),
+                        _i32(act), _i32(rec)))
+    # the weight gradients of each model, summed over its rows and valid steps in order
+    dw_ih = cupy.empty((models, n_in, 4 * hidden), dtype)
+    dw_hh = cupy.empty((models, hidden, 4 * hidden), dtype)
+    db = cupy.empty((models, 4 * hidden), dtype)
+    _launch_elementwise("stack_lstm.cu", "stack_lstm_backward_dw", dtype,
+                        dw_ih.size + dw_hh.size + db.size,
+                        (xs, h0, hs, dz, lengths, dw_ih, dw_hh, db, _i32(models), _i32(batch),
+                         _i32(steps), _i32(n_in), _i32(hidden)))
+    return dxs, dh0, dc0, dw_ih, dw_hh, db
+
+
+def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
+                            forget_bias):
+    # x (M, batch, in), h and c (M, batch, H), forget_bias (M,): the sequence of one step
+    x = _c(x)
+    _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
+                                          recurrent_activation, forget_bias, None)
+    return h1, c1, saved
+
+
+def stack_lstm_cell_backward(saved, dh1, dc1):
+    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, _c(dh1)[:, :, None, :], None, dc1)
+    return dxs[:, :, 0], dh, dc, dw_ih, dw_hh, db

@@ -48,6 +48,10 @@ def concatenate(arrays, axis=0):
     return to_device(np.concatenate([np.asarray(a) for a in arrays], axis))
 
 
+def matmul(a, b):
+    return to_device(np.matmul(np.asarray(a), np.asarray(b)))
+
+
 def asnumpy(a):
     return np.array(a)
 
