@@ -35,17 +35,21 @@ ST2 drops out of the stack (Stack.select), so the cost follows the trials still 
     python examples/hochreiter_3a.py [--trials 10] [--T 100] [--N 3] [--forget-bias 5]
                                      [--max-sequences 100000] [--test-every 250]
                                      [--optimizer sgd|adam] [--lr RATE]
+                                     [--dask local|tcp://host:8786]
+
+--dask runs the forget_bias values as a tinynet.sweep on Dask, one stack per value.
 
 Runs on the default backend ('auto'); TINYNET_BACKEND=numba-cpu picks the fast CPU one.
 """
 
 import argparse
+import functools
 import time
 
 import numpy as np
 
 import tinynet
-from tinynet import nn
+from tinynet import nn, sweep
 
 PAPER = {(100, 3): (27380, 39850, 0.000195), (100, 1): (58370, 64330, 0.000117),
          (1000, 3): (446850, 452460, 0.000078)}
@@ -142,6 +146,13 @@ def run_trials(T, N, forget_biases, seeds, max_sequences, test_every, optimizer_
     return list(zip(st1, st2, after))
 
 
+def sweep_chunk(chunk, T, N, max_sequences, test_every, optimizer_name, rate):
+    """tinynet.sweep's experiment: one stack for a chunk of {forget_bias, seed} configs."""
+    results = run_trials(T, N, [c["forget_bias"] for c in chunk], [c["seed"] for c in chunk],
+                         max_sequences, test_every, optimizer_name, [rate] * len(chunk))
+    return [{"st1": st1, "st2": st2, "after": after} for st1, st2, after in results]
+
+
 def run_trial(T, N, forget_bias, seed, max_sequences, test_every):
     """One trial (a stack of one): (ST1, ST2, misclassified after ST2)."""
     return run_trials(T, N, [forget_bias], [seed], max_sequences, test_every)[0]
@@ -168,6 +179,10 @@ def main():
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: 0.5 for sgd, the paper's; 0.01 for adam)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dask", default=None, metavar="local|ADDRESS",
+                        help="run the sweep through tinynet.sweep on Dask, one chunk (one "
+                             "stack) per forget_bias: 'local' starts a cluster of one worker "
+                             "per core, an address (tcp://host:8786) uses that scheduler")
     args = parser.parse_args()
     biases = [float(v) for v in args.forget_bias.split(",")]
 
@@ -184,9 +199,18 @@ def main():
 
     started = time.perf_counter()
     pairs = [(fb, args.seed + trial) for fb in biases for trial in range(args.trials)]
-    results = run_trials(args.T, args.N, [fb for fb, _ in pairs], [seed for _, seed in pairs],
-                         args.max_sequences, args.test_every, args.optimizer,
-                         [args.lr] * len(pairs))
+    if args.dask is None:
+        results = run_trials(args.T, args.N, [fb for fb, _ in pairs],
+                             [seed for _, seed in pairs], args.max_sequences,
+                             args.test_every, args.optimizer, [args.lr] * len(pairs))
+    else:
+        configs = sweep.grid(forget_bias=biases, seed=range(args.seed, args.seed + args.trials))
+        rows = sweep.run(functools.partial(sweep_chunk, T=args.T, N=args.N,
+                                           max_sequences=args.max_sequences,
+                                           test_every=args.test_every,
+                                           optimizer_name=args.optimizer, rate=args.lr),
+                         configs, chunk_size=args.trials, client=args.dask)
+        results = [(row["st1"], row["st2"], row["after"]) for row in rows]
     seconds = time.perf_counter() - started
     for (forget_bias, seed), (st1, st2, after) in zip(pairs, results):
         print(f"  forget_bias {forget_bias:g}, trial {seed - args.seed + 1}: ST1 "
@@ -209,7 +233,8 @@ def main():
               f"{(format(np.mean(done), '.6f') if done else '-'):>15}")
     print("(means over the trials that reached the criterion; 'misclassified' is the "
           "fraction of 2560 fresh sequences after ST2)")
-    print(f"wall time {seconds:.1f} s for all {len(pairs)} trials")
+    print(f"wall time {seconds:.1f} s for all {len(pairs)} trials"
+          + ("" if args.dask is None else f" (tinynet.sweep on Dask, client={args.dask!r})"))
 
 
 if __name__ == "__main__":
