@@ -1,5 +1,17 @@
-"""The GPU suite: both GPU kernel families (numba-cuda, cupy) beside PyTorch CUDA, float32.
+"""The GPU suite: both GPU kernel families (numba-cuda, cupy) beside PyTorch CUDA, float32,
+its workloads in this order:
 
+    S7 stack         bench/stack_suite.py's workload (Experiment 3a's training, one sequence
+                     per model per update, T=100, 1 input, 3 cells, sigmoid output unit, SGD)
+                     for M = 10,000 models at once, per model-sequence: the stacked ops, vs
+                     the same update one model at a time through the single-model ops
+                     ("<impl> one at a time"), vs PyTorch's stacked weights with a per-step
+                     torch.baddbmm loop, autograd and SGD ("torch-cuda bmm")
+    per-step host    ops.lstm and ops.lstm_backward at batch 1, T=100, in = H = 128: above both
+                     families' persistent-kernel H, so one or two launches per step, each
+                     with almost no GPU work. Time per step that the calls take to return
+                     (host: validation, dispatch, allocation, argument passing, launch), the
+                     CUDA events' and the wall clock's kept beside it
     dense fwd+bwd    ops.dense(x, w, b, "tanh") + ops.dense_backward, in = out = width 64 and
                      128, batch 2^14 .. 2^20; vs PyTorch eager F.linear + tanh, gradients of
                      x, weight and bias by torch.autograd.grad
@@ -21,9 +33,10 @@ when the suite runs.
 import importlib.util
 import math
 import os
+import time
 
 from tinynet import _dispatch, available_backends, ops
-from tinynet.bench import overhead, peaks, report, timing, work
+from tinynet.bench import cpu_suite, overhead, peaks, report, stack_suite, timing, work
 
 DENSE_WIDTHS = (64, 128)
 DENSE_LOG2_BATCHES = {"full": range(14, 21), "quick": (14, 17, 20), "smoke": (6,)}
@@ -31,7 +44,12 @@ LSTM_HIDDEN = (3, 32, 64, 128)
 LSTM_BATCHES = (1, 64, 256)
 LSTM_STEPS = {"full": 100, "quick": 100, "smoke": 3}
 SETTINGS = {"full": (10, 0.02), "quick": (5, 0.005), "smoke": (1, 0.0)}   # repeats, block s
+# (smoke: no warm-up either; its numbers mean nothing, it only runs the code)
 MAX_SETS = 8          # input sets rotated through; enough of them to be 4x the L2 in all
+STACK_MODELS = {"full": 10_000, "quick": 10_000, "smoke": 2}
+ONE_AT_A_TIME_POOL = 8      # models the one-at-a-time peer trains in turn
+PER_STEP = {"full": (1, 100, 128, 128), "quick": (1, 100, 128, 128),   # batch, steps, in, H
+            "smoke": (1, 3, 2, 5)}
 
 
 def unavailable_reason():
@@ -99,23 +117,56 @@ class _Runner:
     """Times the implementations of one workload and size, interleaved, into rows; a failed
     implementation is recorded in the errors and left out."""
 
+    CLOCKS = {"event": ("event_s", "wall_s"), "wall": ("event_s", "wall_s"),
+              "host": ("host_s", "event_s", "wall_s")}
+
     def __init__(self, clock, mode, gpu_peaks, errors, log):
         self.clock, self.mode, self.peaks = clock, mode, gpu_peaks
         self.errors, self.log = errors, log
         self.repeats, self.min_block_s = SETTINGS[mode]
 
-    def rows(self, workload, size, per, cases, counted, wall=False, **extra):
-        """cases {impl: (call, prepare)}; the row's time is the events' (the wall clock's
-        when `wall`), both kept in the row."""
+    def rows(self, workload, size, per, cases, counted, clock="event", units=None, **extra):
+        """cases {impl: (call, prepare)}; units {impl: how many `per` one call covers} (1
+        where absent). The row's time is the `clock` one ("event": CUDA events, "wall": the
+        wall clock, "host": the time the calls took to return), every clock kept in the row
+        as event_s, wall_s (and host_s), all per `per`."""
         self.log(f"gpu {workload} {size}: {', '.join(cases)}")
-        blocks = {impl: self.clock.block(call, prepare) for impl, (call, prepare) in cases.items()}
+        make = self._host_block if clock == "host" else self.clock.block
+        blocks = {impl: make(call, prepare) for impl, (call, prepare) in cases.items()}
         timed = timing.interleaved(
-            blocks, repeats=self.repeats, min_block_s=self.min_block_s, warmup=2,
+            blocks, repeats=self.repeats, min_block_s=self.min_block_s,
+            warmup=0 if self.mode == "smoke" else 2,
             on_error=report.error_recorder(self.errors, self.log, f"gpu {workload} {size}"))
-        return [report.make_row("gpu", workload, size, per, impl, wall_s if wall else event_s,
-                                flops=counted[0], bytes_moved=counted[1], peaks=self.peaks,
-                                repeats=rounds, event_s=event_s, wall_s=wall_s, **extra)
-                for impl, ((event_s, wall_s), rounds) in timed.items()]
+        found = []
+        for impl, (seconds, rounds) in timed.items():
+            share = (units or {}).get(impl, 1)
+            kept = {name: value / share for name, value in zip(self.CLOCKS[clock], seconds)}
+            found.append(report.make_row("gpu", workload, size, per, impl, kept[f"{clock}_s"],
+                                         flops=counted[0], bytes_moved=counted[1],
+                                         peaks=self.peaks, repeats=rounds, **kept, **extra))
+        return found
+
+    def _host_block(self, call, prepare):
+        """The clock's block with a third clock: block(n) -> (host, event, wall) seconds of
+        the n calls, host being the time until the last call returned (its work queued on
+        the GPU, not waited for)."""
+        cuda = self.clock.cupy.cuda
+
+        def block(n):
+            argument_sets = prepare(n)
+            start, end = cuda.Event(), cuda.Event()
+            self.clock.synchronize()
+            wall_start = time.perf_counter()
+            start.record()
+            for arguments in argument_sets:
+                call(*arguments)
+            host = time.perf_counter() - wall_start
+            end.record()
+            end.synchronize()
+            self.clock.synchronize()
+            wall = time.perf_counter() - wall_start
+            return host, cuda.get_elapsed_time(start, end) / 1e3, wall
+        return block
 
 
 def _rotation(per_set_bytes, l2_bytes):
@@ -280,8 +331,102 @@ def overhead_rows(cupy, torch, backends, runner, found):
         cases["lstm_cell"]["torch-cuda"] = (lambda: torch_cell(t_x, (t_h, t_c)), no_arguments)
         cases["lstm"]["torch-cuda"] = (lambda: torch_lstm(t_xs, t_state), no_arguments)
     for op, (size, counted) in overhead.op_sizes().items():
-        found += runner.rows("launch overhead", size, "call", cases[op], counted, wall=True,
+        found += runner.rows("launch overhead", size, "call", cases[op], counted, clock="wall",
                              op=op)
+
+
+# --- stacks: many small models trained at once (S7's shape) --------------------------------
+
+def torch_stack_training(torch, params, rate=stack_suite.RATE):
+    """stack_suite.torch_stack on the device of `params` (CuPy arrays here, shared through
+    DLPack, then copied): stacked weights, a per-step torch.baddbmm loop, autograd,
+    optim.SGD. train(xs (M, 1, T, 1), targets (M, 1, 1)) takes tensors."""
+    weights = [torch.from_dlpack(p).clone().requires_grad_() for p in params]
+    w_ih, w_hh, b, w_out, b_out = weights
+    optimizer = torch.optim.SGD(weights, lr=rate)
+    forget_bias = stack_suite.FORGET_BIAS
+
+    def train(xs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        models, batch, steps, _ = xs.shape
+        h = c = xs.new_zeros((models, batch, w_hh.shape[1]))
+        bias = b.unsqueeze(1)                                                # (M, 1, 4H)
+        for t in range(steps):
+            z = torch.baddbmm(torch.baddbmm(bias, xs[:, :, t], w_ih), h, w_hh)  # (M, batch, 4H)
+            zi, zf, zg, zo = z.chunk(4, dim=2)
+            c = torch.sigmoid(zf + forget_bias) * c + torch.sigmoid(zi) * torch.tanh(zg)
+            h = torch.sigmoid(zo) * torch.tanh(c)
+        y = torch.sigmoid(torch.baddbmm(b_out.unsqueeze(1), h, w_out))      # (M, batch, 1)
+        loss = 0.5 * ((y - targets) ** 2).sum()      # each model's loss reaches its weights only
+        loss.backward()
+        optimizer.step()
+    train.params = weights
+    return train
+
+
+def stack_rows(cupy, torch, backends, runner, found):
+    """S7 stack (bench/stack_suite.py) at STACK_MODELS models, on the GPU: per model-sequence,
+    the stacked update through ops; the same update one model at a time through the
+    single-model ops (cpu_suite.s7_tinynet, a pool of ONE_AT_A_TIME_POOL models trained in
+    turn, one per call); PyTorch's baddbmm loop."""
+    models = STACK_MODELS[runner.mode]
+    xs, targets, params = stack_suite.problem(models)      # (pool, M, 1, T, 1), (pool, M, 1, 1)
+    steps, hidden = xs.shape[3], params[1].shape[1]
+    xs, targets = cupy.asarray(xs), cupy.asarray(targets)
+    params = [cupy.asarray(p) for p in params]
+    pool = [(xs[k], targets[k]) for k in range(xs.shape[0])]
+    cases = {f"tinynet:{name}": (stack_suite.tinynet_stack(name, params), _in_turn(pool))
+             for name in backends}
+    for name in backends:
+        singles = [(cpu_suite.s7_tinynet(name, [p[m] for p in params]), x[m], target[m])
+                   for m, (x, target) in zip(range(min(ONE_AT_A_TIME_POOL, models)), pool)]
+        cases[f"tinynet:{name} one at a time"] = (lambda train, x, target: train(x, target),
+                                                  _in_turn(singles))
+    if torch is not None:
+        torch_pool = [(torch.from_dlpack(x), torch.from_dlpack(target)) for x, target in pool]
+        cases["torch-cuda bmm"] = (torch_stack_training(torch, params), _in_turn(torch_pool))
+    n_params = sum(p[0].size for p in params)
+    counted = work.add(work.lstm_forward(1, steps, 1, hidden),
+                       work.lstm_backward(1, steps, 1, hidden),
+                       work.dense_forward(1, hidden, 1), work.dense_backward(1, hidden, 1),
+                       (2 * n_params, 3 * n_params * 4))                   # + the SGD update
+    units = {impl: 1 if impl.endswith(" one at a time") else models for impl in cases}
+    rows = runner.rows("S7 stack", f"M{models} b1 T{steps} in1 H{hidden}", "model-sequence",
+                       cases, counted, units=units, models=models)
+    for row in rows:
+        row["per_second"] = 1 / row["time_s"]
+    found += rows
+
+
+# --- host time of the per-step LSTM path ----------------------------------------------------
+
+def per_step_rows(cupy, backends, runner, found):
+    """ops.lstm and ops.lstm_backward at PER_STEP's size, host time per step (see the module
+    docstring). Backward calls get a fresh context each, made untimed before each block."""
+    batch, steps, n_in, hidden = PER_STEP[runner.mode]
+    sequence = (_normal(cupy, (batch, steps, n_in)), _normal(cupy, (batch, hidden), 0.5),
+                _normal(cupy, (batch, hidden), 0.5),
+                _normal(cupy, (n_in, 4 * hidden), 1 / math.sqrt(n_in)),
+                _normal(cupy, (hidden, 4 * hidden), 1 / math.sqrt(hidden)),
+                _normal(cupy, 4 * hidden, 0.5))                  # xs, h0, c0, w_ih, w_hh, b
+    dhs = _normal(cupy, (batch, steps, hidden))
+    forward, backward = {}, {}
+    for name in backends:
+        forward[f"tinynet:{name}"] = (lambda n=name: ops.lstm(*sequence, backend=n),
+                                      lambda k: [()] * k)
+        backward[f"tinynet:{name}"] = (
+            lambda ctx: ops.lstm_backward(ctx, dhs),
+            lambda k, n=name: [(ops.lstm(*sequence, backend=n)[3],) for _ in range(k)])
+    units = dict.fromkeys(forward, steps)
+    size = f"b{batch} T{steps} in{n_in} H{hidden}"
+    flops, moved = work.lstm_forward(batch, steps, n_in, hidden)
+    found += runner.rows("per-step host", f"lstm {size}", "step", forward,
+                         (flops / steps, moved / steps), clock="host", units=units, op="lstm",
+                         steps=steps, hidden=hidden, batch=batch)
+    flops, moved = work.lstm_backward(batch, steps, n_in, hidden)
+    found += runner.rows("per-step host", f"lstm_backward {size}", "step", backward,
+                         (flops / steps, moved / steps), clock="host", units=units,
+                         op="lstm_backward", steps=steps, hidden=hidden, batch=batch)
 
 
 def run(doc, mode, log):
@@ -293,6 +438,10 @@ def run(doc, mode, log):
     gpu_peaks = peaks.gpu_peaks(cupy, clock, mode)
     doc["peaks"]["gpu"] = gpu_peaks
     runner = _Runner(clock, mode, gpu_peaks, doc["errors"], log)
+    stack_rows(cupy, torch, backends, runner, doc["bench"])
+    _free(cupy, torch)
+    per_step_rows(cupy, backends, runner, doc["bench"])
+    _free(cupy, torch)
     dense_rows(cupy, torch, backends, runner, l2_bytes, doc["bench"])
     lstm_rows(cupy, torch, backends, runner, l2_bytes, doc["bench"])
     overhead_rows(cupy, torch, backends, runner, doc["bench"])

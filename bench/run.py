@@ -8,7 +8,8 @@ speedup over every peer. A markdown report goes to stdout, progress to stderr.
     --suite cpu   the seed workloads S1, S4, S7 and the per-call overhead (bench/cpu_suite.py)
     --suite stack S7 trained for many models at once on the CPU, against one model at a time,
                   PyTorch (batched bmm) and JAX (vmap), when installed (bench/stack_suite.py)
-    --suite gpu   dense, lstm and launch overhead on the GPU (bench/gpu_suite.py); exits 2
+    --suite gpu   S7 stack, per-step host time, dense, lstm and launch overhead on the GPU
+                  (bench/gpu_suite.py); exits 2
                   with the reason where there is no GPU
     --suite all   all three; the GPU part is skipped, with the reason, where there is no GPU
     --quick       fewer repeats and sizes (the CPU suite in about a minute on 2 cores)

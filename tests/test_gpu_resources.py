@@ -1,6 +1,7 @@
-"""GPU resources (issue 8), on a real GPU only: training does not grow CuPy's memory pool
-epoch after epoch, and the GPU kernels are deterministic (no reduction whose order varies).
-Skipped, with the reason, where no GPU backend is usable or under the simulator."""
+"""GPU resources, on a real GPU only: training leaks no device memory (CuPy's memory pool does
+not grow epoch after epoch), and the GPU kernels are deterministic (no reduction whose order
+varies, so two runs agree bit for bit). Skipped, with the reason, where no GPU backend is
+usable or under the simulator."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,6 @@ import tinynet
 from tinynet import nn, ops
 from _problems import dense_problem, lstm_problem
 from conftest import SIMULATED, USABLE, WHY
-
 
 
 def _gpu_param(name):

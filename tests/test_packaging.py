@@ -1,6 +1,11 @@
 """A plain (non-editable) install works and ships the kernels: build the wheel from this
-checkout, install it into an empty folder, and use it from outside the checkout."""
+checkout, install it into an empty folder, and use it from outside the checkout.
 
+pip runs with PIP_NO_INDEX=1: no package index is reachable where the GPU tests run, so the
+build must use the setuptools installed beside the tests (--no-build-isolation) rather than
+download one into an isolated build environment."""
+
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_installs_and_finds_the_kernels(tmp_path):
+    offline = {**os.environ, "PIP_NO_INDEX": "1"}
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps",
-                            "-q", "-w", str(tmp_path / "dist")],
-                           capture_output=True, text=True)
+                            "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+                           capture_output=True, text=True, env=offline)
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("tinynet-*.whl")
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                              "--target", str(target), str(wheel)], capture_output=True, text=True)
+                              "--target", str(target), str(wheel)], capture_output=True, text=True,
+                             env=offline)
     assert install.returncode == 0, install.stderr
 
     kernel_sources = sorted(p.relative_to(REPO / "kernels").as_posix()
