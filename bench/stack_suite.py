@@ -11,7 +11,8 @@
                                        update under jax.jit (when JAX is installed)
 
 Everything is float32. Every implementation starts from the same weights and sees the same
-sequences (a pool of S7_STACK_POOL updates, reused in turn).
+sequences (a pool of S7_STACK_POOL updates, reused in turn), and uses every core it wants
+(numba-cpu's prange, PyTorch's and JAX's own threads): M models fill them, unlike S7's one.
 """
 
 import importlib.util
@@ -153,13 +154,6 @@ def jax_stack(jax, params):
     return train
 
 
-def _per_model(block, models):
-    """A block whose seconds are per model-sequence: each call trains every model once."""
-    def run(n):
-        return tuple(seconds / models for seconds in block(n))
-    return run
-
-
 def implementations(backends, torch, jax, params):
     """{impl: (train, whether one call trains every model once)}."""
     impls = {f"tinynet:{name}": tinynet_stack(name, params) for name in backends}
@@ -185,13 +179,14 @@ def rows(backends, mode, peaks, errors, log):
         elif impl.startswith("jax"):
             pool = [(jax.numpy.asarray(x), jax.numpy.asarray(t)) for x, t in numpy_pool]
         cycle = itertools.cycle(pool)
-        block = timing.cpu_block(train, lambda n, cycle=cycle: [next(cycle) for _ in range(n)])
-        if impl.startswith("torch"):
-            block = cpu_suite._one_thread(torch, block)
-        blocks[impl] = _per_model(block, models)
+        blocks[impl] = timing.cpu_block(train, lambda n, cycle=cycle: [next(cycle)
+                                                                 for _ in range(n)])
     log(f"stack S7 x {models} models")
     timed = timing.interleaved(blocks, repeats=repeats, min_block_s=min_block_s,
                                on_error=report.error_recorder(errors, log, "stack S7"))
+    # one call trains every model once: the time per model-sequence is a call's / M
+    timed = {impl: ([seconds / models for seconds in medians], rounds)
+             for impl, (medians, rounds) in timed.items()}
     hidden, steps = cpu_suite.S7_CELLS, cpu_suite.S7_STEPS
     n_params = sum(p[0].size for p in params)
     flops, moved = work.add(work.lstm_forward(1, steps, 1, hidden),
@@ -200,8 +195,7 @@ def rows(backends, mode, peaks, errors, log):
                             (2 * n_params, 3 * n_params * 4))
     return [report.make_row("stack", "S7 stack", f"M{models} b1 T{steps} in1 H{hidden}",
                             "model-sequence", impl, seconds, flops=flops, bytes_moved=moved,
-                            peaks=peaks, repeats=rounds, per_second=1 / seconds,
-                            **({"torch_threads": 1} if impl.startswith("torch") else {}))
+                            peaks=peaks, repeats=rounds, per_second=1 / seconds)
             for impl, ((seconds,), rounds) in timed.items()]
 
 

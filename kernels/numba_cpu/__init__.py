@@ -30,10 +30,13 @@ FASTMATH = {"reassoc", "contract"}
 # e >= 0). Same results bit for bit, and less code in the loops.
 COMPILE_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
 
-# Models per block in the stack kernels (stack_dense.py, stack_lstm.py): the length of their
-# innermost, contiguous axis, so every inner loop is a whole number of SIMD vectors
-# (2 AVX2 or 1 AVX-512 vector of float32).
+# Models per block in the stack kernels (stack_dense.py, stack_lstm.py), the length of their
+# innermost, contiguous axis: a multiple of LANES, so every inner loop is a whole number of
+# SIMD vectors (2 AVX2 or 1 AVX-512 vector of float32), and at most MAX_LANES. Wider blocks
+# spread each inner loop's fixed cost over more models; tinynet/backends/numba_cpu.py picks
+# the width per call so that every thread still gets a block.
 LANES = 16
+MAX_LANES = 64
 
 
 def array_types(float_type):

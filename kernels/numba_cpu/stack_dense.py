@@ -6,7 +6,7 @@ results are dense_forward / dense_backward on model m's slices).
 Shapes: x (M, batch, in), w (M, in, out), b (M, out) -- (M, 0) stands for "no bias" -- y and
 dy (M, batch, out); inputs may have any strides (a broadcast view: stride 0 on M).
 
-Layout: the models go in blocks of `lanes` (the backend passes kernels/numba_cpu LANES; the
+Layout: the models go in blocks of `lanes` (the backend passes a multiple of LANES; the
 count is an argument, not a constant, see lanes.py). A block copies its models' weights and,
 row by row, their data into small arrays of its own whose last, contiguous axis is the model:
 w (in, out, lanes), x (in, lanes). Every inner loop then runs

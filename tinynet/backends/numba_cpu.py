@@ -25,7 +25,7 @@ import numpy as np
 
 from tinynet.backends import numpy_ref
 from tinynet._activations import CODES
-from tinynet.kernels.numba_cpu import COMPILE_OPTIONS, LANES
+from tinynet.kernels.numba_cpu import COMPILE_OPTIONS, LANES, MAX_LANES
 from tinynet.kernels.numba_cpu import dense as dense_kernels
 from tinynet.kernels.numba_cpu import lstm as lstm_kernels
 from tinynet.kernels.numba_cpu import lstm_cell as cell_kernels
@@ -346,7 +346,7 @@ def lstm_backward(saved, dhs, dhT, dcT):
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 
-# --- stacks of M models: models innermost, blocks of LANES models on the cores ----------
+# --- stacks of M models: models innermost, blocks of models on the cores -----------------
 # The stack kernels take inputs of any strides (broadcast views included) and read them in
 # place: nothing here copies an input.
 
@@ -354,8 +354,11 @@ def zeros(shape, dtype):
     return np.zeros(shape, dtype)
 
 
-def _blocks(models):
-    return (models + LANES - 1) // LANES
+def _lanes(models):
+    """Models per block: a multiple of LANES up to MAX_LANES, small enough that every thread
+    gets a block."""
+    per_thread = -(-models // numba.get_num_threads())
+    return min(MAX_LANES, LANES * max(1, -(-per_thread // LANES)))
 
 
 def stack_dense_forward(x, w, b, activation):
@@ -365,7 +368,7 @@ def stack_dense_forward(x, w, b, activation):
     bias = np.empty((models, 0), dtype) if b is None else b
     code = CODES[activation]
     y = np.empty((models, batch, w.shape[2]), dtype)
-    _KERNELS[dtype].stack_dense_forward(x, w, bias, code, LANES, y)
+    _KERNELS[dtype].stack_dense_forward(x, w, bias, code, _lanes(models), y)
     return y, (x, w, b is not None, code, y)
 
 
@@ -376,7 +379,7 @@ def stack_dense_backward(saved, dy):
     dx = np.empty(x.shape, dtype)
     dw = np.empty(w.shape, dtype)
     db = np.empty((models, w.shape[2] if has_bias else 0), dtype)
-    _KERNELS[dtype].stack_dense_backward(x, w, y, dy, code, LANES, dx, dw, db)
+    _KERNELS[dtype].stack_dense_backward(x, w, y, dy, code, _lanes(models), dx, dw, db)
     return dx, dw, (db if has_bias else None)
 
 
@@ -387,15 +390,16 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
     dtype = xs.dtype
-    blocks = _blocks(models)
+    lanes = _lanes(models)
+    blocks = -(-models // lanes)
     hs = np.empty((models, batch, steps, hidden), dtype)
     hT = np.empty((models, batch, hidden), dtype)
     cT = np.empty((models, batch, hidden), dtype)
     # saved for the backward, in the kernel's layout (kernels/numba_cpu/stack_lstm.py)
-    xs_lanes = np.empty((blocks, batch, steps, n_in, LANES), dtype)
-    h_lanes = np.empty((blocks, batch, steps + 1, hidden, LANES), dtype)
-    c_lanes = np.empty((blocks, batch, steps + 1, hidden, LANES), dtype)
-    gates = np.empty((blocks, batch, steps, 5 * hidden, LANES), dtype)
+    xs_lanes = np.empty((blocks, batch, steps, n_in, lanes), dtype)
+    h_lanes = np.empty((blocks, batch, steps + 1, hidden, lanes), dtype)
+    c_lanes = np.empty((blocks, batch, steps + 1, hidden, lanes), dtype)
+    gates = np.empty((blocks, batch, steps, 5 * hidden, lanes), dtype)
     act, rec = CODES[activation], CODES[recurrent_activation]
     _KERNELS[dtype].stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act,
                                        rec, hs, hT, cT, xs_lanes, h_lanes, c_lanes, gates)
