@@ -23,8 +23,9 @@ class Context(tuple):
     Made as Context((op, backend, saved, outputs, dtype)). `outputs` are the forward's
     outputs, in order: each gradient the backward takes has the shape of one (the arrays are
     kept, not their shapes: reading .shape builds a new tuple each time, and the per-call cost
-    of ops is what the small cases pay). A tuple subclass is built in one C call: 0.14 us,
-    against 0.16 for a class with __slots__ and __init__.
+    of ops is what the small cases pay). A tuple subclass is built in one C call. op is
+    'dense', 'lstm_cell' or 'lstm', with ' stack' for a stack of models, or 'lstm lengths'
+    for one model's LSTM with lengths (run as a stack of one).
     """
 
     __slots__ = ()
