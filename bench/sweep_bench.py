@@ -1,11 +1,12 @@
 """A CPU-bound sweep in-process against the same sweep on a local Dask cluster.
 
-    python bench/sweep_bench.py [--steps 5000] [--workers 2] [--repeats 3]
+    python bench/sweep_bench.py [--sequences 3000] [--workers 2] [--repeats 3]
 
-The experiment is S1's net with its hidden layer (3 -> hidden tanh -> 1 tanh, full-batch SGD
-on the 8 patterns of 3-bit parity), one model per config, trained through tinynet.nn on its
-default backend; the sweep is grid(hidden=[2, 3, 4, 8], rate=[0.5, 1.0], seed=range(4)),
-32 configs in 8 chunks of 4. Rows, best of --repeats (seconds for the whole sweep):
+The experiment is examples/hochreiter_3a.py's forget_bias sweep, cut to a fixed amount of
+work: grid(forget_bias=[0, 1, 2.1, 5, 10], seed=range(10)), 50 trials in 10 chunks of 5,
+each chunk one nn.Stack of its 5 trials trained online (T=100, N=3) for --sequences
+sequences, then tested once on 256 fresh sequences (none gets near ST2 that soon, so every
+chunk does the same work). Rows, best of --repeats (seconds for the whole sweep):
 
     in-process              sweep.run(client=None), after one warm-up chunk (JIT compiled)
     cluster, warm           sweep.run on an already started LocalCluster of --workers
@@ -24,35 +25,25 @@ import functools
 import os
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
+from tinynet import sweep
 
-from tinynet import nn, sweep
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import hochreiter_3a  # noqa: E402  (the example's trials; workers inherit this path)
 
-PATTERNS = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)],
-                    dtype=np.float32)                                       # (8, 3)
-TARGETS = (PATTERNS.sum(1) % 2 == 0).astype(np.float32)[:, None]            # (8, 1) parity
-CONFIGS = sweep.grid(hidden=[2, 3, 4, 8], rate=[0.5, 1.0], seed=range(4))
-CHUNK = 4
+CONFIGS = sweep.grid(forget_bias=[0, 1, 2.1, 5, 10], seed=range(10))
+CHUNK = 5
 
 
-def parity(chunk, steps):
-    """Train one S1 net with a hidden layer per config; its final error and fit."""
-    rows = []
-    for config in chunk:
-        model = nn.Sequential([nn.Dense(3, config["hidden"], "tanh", seed=config["seed"]),
-                               nn.Dense(config["hidden"], 1, "tanh", seed=config["seed"] + 1)])
-        model.compile(optimizer=nn.SGD(config["rate"]), loss="mse")
-        model.fit(PATTERNS, TARGETS, epochs=steps, batch_size=len(PATTERNS), shuffle=False,
-                  verbose=0)
-        outputs = model.predict(PATTERNS)
-        rows.append({"mse": float(np.mean((outputs - TARGETS) ** 2)),
-                     "right": int(((outputs > 0.5) == (TARGETS > 0.5)).sum())})
-    return rows
+def trials(chunk, sequences):
+    """One stack of the chunk's trials, trained for `sequences` sequences and tested once."""
+    return hochreiter_3a.sweep_chunk(chunk, T=100, N=3, max_sequences=sequences,
+                                     test_every=sequences, optimizer_name="sgd", rate=None)
 
 
 def warm_up():
-    parity([{"hidden": 2, "rate": 1.0, "seed": 0}], steps=2)
+    trials([{"forget_bias": 1.0, "seed": 0}], sequences=2)
 
 
 def best_of(repeats, run):
@@ -66,17 +57,17 @@ def best_of(repeats, run):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--sequences", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import dask
     from dask.distributed import Client, LocalCluster
 
-    run_chunk = functools.partial(parity, steps=args.steps)
-    print(f"{len(CONFIGS)} configs in {len(CONFIGS) // CHUNK} chunks of {CHUNK}, "
-          f"{args.steps} full-batch steps each; {os.cpu_count()} cores; load average before "
-          f"{os.getloadavg()[0]:.2f}")
+    run_chunk = functools.partial(trials, sequences=args.sequences)
+    print(f"{len(CONFIGS)} Experiment 3a trials in {len(CONFIGS) // CHUNK} chunks (stacks) of "
+          f"{CHUNK}, {args.sequences} sequences each; {os.cpu_count()} cores; load average "
+          f"before {os.getloadavg()[0]:.2f}")
     warm_up()
     base, expected = best_of(args.repeats, lambda: sweep.run(run_chunk, CONFIGS, CHUNK,
                                                               progress=False))
