@@ -49,13 +49,13 @@ def test_cpu_suite_runs_and_writes_the_documented_json(cpu_run):
     for key in ("device", "date", "commit", "dirty", "load_average", "versions", "suites",
                 "peaks", "bench", "targets", "skipped", "errors"):
         assert key in doc, key
-    assert doc["suites"] == ["cpu"] and doc["errors"] == []
+    assert doc["suites"] == ["cpu", "stack"] and doc["errors"] == []
     assert "gpu" in doc["skipped"]                    # --suite all without a GPU says why
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", doc["date"])
     assert doc["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", doc["commit"])
     for row in doc["bench"]:
         assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
-        assert row["suite"] == "cpu"
+        assert row["suite"] == ("stack" if row["workload"] == "S7 stack" else "cpu")
         assert row["time_s"] > 0 and math.isfinite(row["time_s"])
     # the markdown on stdout has every row (the overhead table: one line per op and backend)
     for row in doc["bench"]:
@@ -78,6 +78,10 @@ def test_cpu_suite_covers_every_workload_backend_and_peer(cpu_run):
     assert impls["S1 perceptron"] == {"numpy-hand"} | cpu_backends
     assert impls["S4 MLP step"] == {"numpy-hand", "blas-gemm"} | torch | cpu_backends
     assert impls["S7 online LSTM"] == torch | cpu_backends
+    stack_peers = ({"torch-cpu bmm"} if torch else set()) | (
+        {"jax-cpu vmap"} if importlib.util.find_spec("jax") else set())
+    assert impls["S7 stack"] == cpu_backends | stack_peers | (
+        {"tinynet:numba-cpu one at a time"} if "tinynet:numba-cpu" in cpu_backends else set())
     direct = {name.replace("tinynet:", "direct:") for name in cpu_backends}
     assert impls["overhead"] == {"numpy-bare", "tinynet:auto"} | cpu_backends | direct
     ops = {row["op"] for row in doc["bench"] if row["workload"] == "overhead"}
