@@ -123,3 +123,22 @@ def test_restarts_fit_parity_more_often_with_more_hidden_units():
     fitted = {width: restarts.fits(restarts.restarts(width, 100, 500, 1.0, seed=0)[0]).mean()
               for width in (2, 4)}
     assert fitted[2] < fitted[4] and fitted[4] >= 0.8
+
+
+def test_s7_forget_bias_decides_experiment_3a_at_T_100():
+    """The scenario itself (T=100, N=3): after 30,000 online sequences, every trial with
+    forget_bias 0 or 1 still guesses (the memory of the first steps decays like sigmoid(fb)
+    ^ 100), while forget_bias 5 has solved the task in some of its trials. All 16 trials
+    train at once, as one nn.Stack."""
+    biases = [0.0] * 4 + [1.0] * 4 + [5.0] * 8
+    seeds = list(range(4)) * 2 + list(range(8))
+    stack = nn.Stack([hochreiter_3a.build(fb, seed) for fb, seed in zip(biases, seeds)])
+    stack.compile(optimizer=nn.SGD(0.5), loss="mse", seed=0)
+    streams = [np.random.default_rng([seed, 1]) for seed in seeds]
+    for _ in range(6):
+        x, lengths, targets = hochreiter_3a.draw_per_trial(streams, 100, 3, 5000)
+        stack.fit(x, targets, epochs=1, batch_size=1, shuffle=False, lengths=lengths,
+                  verbose=0)
+    errors = hochreiter_3a.test_errors(stack, streams, 100, 3).mean(axis=1)   # (16,)
+    assert np.all(errors[:8] > 0.4), errors[:8]               # forget_bias 0 and 1
+    assert np.min(errors[8:]) < 0.05, errors[8:]              # forget_bias 5
