@@ -549,3 +549,20 @@ def test_stack_zero_sizes(rng, dtype):
         got = run_stack_lstm(inputs, grads, forget_bias, lengths)
         ref = single_lstm_reference(inputs, grads, forget_bias, lengths, "tanh", "sigmoid")
         assert_agree(f"stack lstm {(models, batch, steps, n_in, hidden)}", got, ref, 1.0)
+
+
+def test_auto_sends_stacks_of_tiny_models_to_numba_cpu_and_larger_ones_to_numpy():
+    """The stack rows of the table in tinynet/backends/numba_cpu.py: numba-cpu's
+    models-innermost loops while each model is tiny, NumPy's batched matmuls above."""
+    module = backend_module()
+    small_h, large_h = (module.AUTO_STACK_LSTM_MAX_HIDDEN + extra for extra in (0, 1))
+    for hidden, expected in ((small_h, "numba-cpu"), (large_h, "numpy")):
+        *_, ctx = ops.lstm(np.ones((3, 2, 4, 1), np.float32), None, None,
+                           np.ones((3, 1, 4 * hidden), np.float32),
+                           np.ones((3, hidden, 4 * hidden), np.float32),
+                           np.zeros((3, 4 * hidden), np.float32), backend="auto")
+        assert ctx.backend.NAME == expected, (hidden, ctx.backend.NAME)
+    for batch, expected in ((8, "numba-cpu"), (256, "numpy")):
+        _, ctx = ops.dense(np.ones((4, batch, 8), np.float32), np.ones((4, 8, 8), np.float32),
+                           backend="auto")
+        assert ctx.backend.NAME == expected, (batch, ctx.backend.NAME)

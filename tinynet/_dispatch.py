@@ -137,7 +137,7 @@ def asarray(a, backend=None):
     return np.asarray(to_numpy(a))
 
 
-def _auto(op, first_array, w_hh=None):
+def _auto(op, first_array, w_hh=None, w=None):
     """'auto': keep the data where it is. Device arrays go to a GPU backend, host arrays to
     the fastest usable CPU backend. Nothing moves between devices behind the user's back."""
     if type(first_array) is np.ndarray or not hasattr(first_array, "__cuda_array_interface__"):
@@ -145,7 +145,7 @@ def _auto(op, first_array, w_hh=None):
         if "numba-cpu" not in LOADED and "numba-cpu" not in _unusable:
             _try_load("numba-cpu")
         fast = LOADED.get("numba-cpu")
-        if fast is not None and fast.prefer(op, first_array, w_hh):
+        if fast is not None and fast.prefer(op, first_array, w_hh, w):
             return fast
         return module("numpy")
     for name in ("cupy", "numba-cuda"):
@@ -156,15 +156,15 @@ def _auto(op, first_array, w_hh=None):
                        + "; ".join(f"{n}: {_unusable.get(n)}" for n in ("cupy", "numba-cuda")))
 
 
-def resolve(backend, op, first_array, w_hh=None):
+def resolve(backend, op, first_array, w_hh=None, w=None):
     """The backend module for one call of `op`: `backend` if given, else the default. 'auto'
-    decides by the first array and, for the LSTM ops, w_hh."""
+    decides by the first array and, for the LSTM ops, w_hh (dense: its weights w)."""
     name = backend if backend is not None else get_backend()
     found = LOADED.get(name)
     if found is not None:
         return found
     if name == "auto":
-        return _auto(op, first_array, w_hh)
+        return _auto(op, first_array, w_hh, w)
     if name not in KNOWN:
         source = "TINYNET_BACKEND" if backend is None and name == _global_default else "backend"
         raise ValueError(f"{source}={name!r} is not a tinynet backend; known backends: "

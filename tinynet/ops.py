@@ -397,7 +397,7 @@ def dense(x, w, b=None, activation="linear", *, backend=None):
     # calls to resolve() and canonical() cost 0.15 us of a 2 us call at the smallest sizes
     be = LOADED.get(backend)
     if be is None:
-        be = resolve(backend, "dense", x)
+        be = resolve(backend, "dense", x, None, w)
     native = be.NATIVE_ARRAY
     if type(x) is not native:
         x = be.asarray(x)

@@ -68,24 +68,31 @@ LSTM_PROJECT_MIN_IN = 8
 # the same GEMMs as numpy with a fused epilogue), so always numba-cpu. lstm_cell: numpy wins
 # from batch 64 (its vectorized exp/tanh over the whole gate array). lstm: numpy wins once
 # batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
-# wins at every batch measured. Stacks: numba-cpu's models-innermost kernels against NumPy's
-# batched matmuls per step (the STACK_ limits below).
+# wins at every batch measured. Stacks: numba-cpu's models-innermost loops win while each
+# model is tiny; above that NumPy's batched matmuls (BLAS per model) win.
 AUTO_CELL_MAX_BATCH = 16
 AUTO_LSTM_MAX_BATCH = 8
 AUTO_LSTM_ANY_BATCH_MAX_HIDDEN = 16
+AUTO_STACK_DENSE_MAX_MACS = 4096        # batch * in * out of one model
+AUTO_STACK_LSTM_MAX_HIDDEN = 16
 
 
-def prefer(op, first_array, w_hh=None):
+def prefer(op, first_array, w_hh=None, w=None):
     """Whether numba-cpu beats numpy for forward op `op` ("dense", "lstm_cell", "lstm") with
-    this first argument (and, for lstm, these recurrent weights (H, 4H)); the backward runs
-    where the forward ran."""
-    if op == "dense":
-        return True
+    this first argument (and, for the LSTM ops, these recurrent weights (H, 4H); for a
+    stacked dense, its weights w (M, in, out)); the backward runs where the forward ran."""
     shape = getattr(first_array, "shape", None)
+    if op == "dense":
+        if shape is not None and len(shape) == 3 and w is not None:     # a stack
+            w_shape = getattr(w, "shape", ())
+            return len(w_shape) != 3 or (
+                shape[1] * w_shape[1] * w_shape[2] <= AUTO_STACK_DENSE_MAX_MACS)
+        return True
     if not shape:
         return True             # not an array yet or 0-D: ops reports the error either way
-    if len(shape) == (4 if op == "lstm" else 3):
-        return True             # a stack (x with a leading M): see the table above
+    if len(shape) == (4 if op == "lstm" else 3):            # a stack: x (M, batch, ...)
+        recurrent = getattr(w_hh, "shape", ())
+        return len(recurrent) != 3 or recurrent[1] <= AUTO_STACK_LSTM_MAX_HIDDEN
     if op == "lstm_cell":
         return shape[0] <= AUTO_CELL_MAX_BATCH
     recurrent = getattr(w_hh, "shape", ())
