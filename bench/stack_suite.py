@@ -20,7 +20,6 @@ import itertools
 
 import numpy as np
 
-from tinynet import ops
 from tinynet.bench import cpu_suite, report, timing, work
 
 # mode -> (models, repeats, block seconds)
@@ -58,20 +57,9 @@ def problem(models, pool=S7_STACK_POOL):
 
 
 def tinynet_stack(backend, params):
-    """One update of all M models: xs (M, 1, T, 1), target (M, 1, 1)."""
-    w_ih, w_hh, b, w_out, b_out = params = [p.copy() for p in params]
-
-    def train(xs, target):
-        _, hT, _, lstm_ctx = ops.lstm(xs, None, None, w_ih, w_hh, b, forget_bias=FORGET_BIAS,
-                                      backend=backend)
-        y, out_ctx = ops.dense(hT, w_out, b_out, "sigmoid", backend=backend)
-        # as in cpu_suite.s7_tinynet: the rate scales the output gradient once
-        dhT, dw_out, db_out = ops.dense_backward(out_ctx, RATE * (y - target))
-        _, _, _, dw_ih, dw_hh, db = ops.lstm_backward(lstm_ctx, None, dhT)
-        for p, step in zip(params, (dw_ih, dw_hh, db, dw_out, db_out)):
-            p -= step
-    train.params = params
-    return train
+    """One update of all M models: xs (M, 1, T, 1), target (M, 1, 1). It is S7's update
+    (cpu_suite.s7_tinynet) itself: given stacked weights, each op runs all M models."""
+    return cpu_suite.s7_tinynet(backend, params)
 
 
 def one_at_a_time(backend, params):
