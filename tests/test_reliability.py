@@ -194,7 +194,8 @@ def test_cpu_backends_are_bit_identical_run_to_run(backend, tmp_path):
         script = BIT_IDENTITY_RUN.format(tests=os.path.dirname(__file__), path=str(path),
                                          backend=backend)
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              env=dict(os.environ, MALLOC_PERTURB_=perturb), timeout=300)
+                              env=dict(os.environ, MALLOC_PERTURB_=perturb), timeout=300,
+                              cwd=tmp_path)    # outside the checkout: the installed tinynet
         assert done.returncode == 0, done.stderr
         with np.load(path) as saved:
             runs.append([saved[f"arr_{k}"] for k in range(len(saved.files))])
