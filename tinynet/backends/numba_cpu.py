@@ -363,8 +363,9 @@ def zeros(shape, dtype):
 
 def _lanes(models):
     """Models per block: a multiple of LANES up to MAX_LANES, small enough that every thread
-    gets a block."""
-    per_thread = -(-models // numba.get_num_threads())
+    gets a block. (The thread count is Numba's configured one: numba.get_num_threads() takes
+    a process lock on every call.)"""
+    per_thread = -(-models // numba.config.NUMBA_NUM_THREADS)
     return min(MAX_LANES, LANES * max(1, -(-per_thread // LANES)))
 
 

@@ -80,7 +80,7 @@ class Optimizer:
         """The learning rate to multiply a gradient like `like` by (one per model, shaped
         to broadcast, when there is one per model)."""
         rate = self.learning_rate
-        if np.ndim(rate) == 0:
+        if type(rate) is float:
             return rate
         return self._per_model(array_module(like).asarray(rate, like.dtype), like)
 

@@ -309,14 +309,14 @@ class Stack(Model):
 
     @staticmethod
     def _samples_first(a, per_model):
-        return np.moveaxis(a, 0, 1).view(_PerModel) if per_model else a.view(_Shared)
+        return a.swapaxes(0, 1).view(_PerModel) if per_model else a.view(_Shared)
 
     def loop_batch(self, a):
         if isinstance(a, _Shared):
             a = a.view(np.ndarray)
             a = np.broadcast_to(a, (self.models,) + a.shape)
         else:
-            a = np.moveaxis(a.view(np.ndarray), 0, 1)
+            a = a.view(np.ndarray).swapaxes(0, 1)
         return self._to_device(a)
 
     def loop_loss(self, pred, y):
