@@ -92,15 +92,16 @@ def _forget_bias(op, value):
     return float(value)
 
 
-def _lstm_options(op, activation, recurrent_activation, forget_bias, stack=False):
-    """The canonical activation names and forget_bias as a float (a stack's is checked with
-    its M); known names and a float forget_bias pass without a further call."""
+def _lstm_options(op, activation, recurrent_activation, forget_bias, w_hh):
+    """The canonical activation names and forget_bias as a float (a stack's, recognised by
+    its 3-D w_hh, is checked with its M); known names and a float forget_bias pass without a
+    further call."""
     try:
         act, rec = ALIASES[activation], ALIASES[recurrent_activation]
     except (KeyError, TypeError):
         act = canonical(activation, "activation", op)
         rec = canonical(recurrent_activation, "recurrent_activation", op)
-    if type(forget_bias) is not float and not stack:
+    if type(forget_bias) is not float and getattr(w_hh, "ndim", 0) != 3:
         forget_bias = _forget_bias(op, forget_bias)
     return act, rec, forget_bias
 
@@ -190,11 +191,6 @@ def _lengths(op, lengths, expected, steps):
     return np.ascontiguousarray(host, np.int32)
 
 
-def _stack_arrays(be, arrays):
-    """Each array on the backend's device (None stays None)."""
-    return [None if a is None else be.asarray(a) for a in arrays]
-
-
 def _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b):
     """Check the stacked w_hh (M, H, 4H), w_ih (M, in, 4H), b (M, 4H); return H."""
     hidden = w_hh.shape[1]
@@ -218,7 +214,6 @@ def _stack_backward(op, ctx, names, grads):
 
 def _dense_stack(be, x, w, b, act):
     op = "dense"
-    x, w, b = _stack_arrays(be, (x, w, b))
     dtype = _float_dtype(op, "x", x)
     _same_dtype(op, dtype, "x", (("w", w), ("b", b)))
     models, n_in = w.shape[0], w.shape[1]
@@ -238,7 +233,6 @@ def _dense_stack(be, x, w, b, act):
 
 def _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias):
     op = "lstm_cell"
-    x, h, c, w_ih, w_hh, b = _stack_arrays(be, (x, h, c, w_ih, w_hh, b))
     dtype = _float_dtype(op, "x", x)
     _same_dtype(op, dtype, "x", (("h", h), ("c", c), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
     models = w_hh.shape[0]
@@ -263,7 +257,6 @@ def _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias):
 
 def _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths):
     op = "lstm"
-    xs, h0, c0, w_ih, w_hh, b = _stack_arrays(be, (xs, h0, c0, w_ih, w_hh, b))
     dtype = _float_dtype(op, "xs", xs)
     _same_dtype(op, dtype, "xs",
                 (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b)))
@@ -394,7 +387,7 @@ def _check_dense(op, x, w, b):
 def dense(x, w, b=None, activation="linear", *, backend=None):
     """y = act(x @ w + b): x (batch, in), w (in, out), b (out,) or None -> y, ctx."""
     # a named, loaded backend and a known activation name are looked up here directly: the
-    # calls to resolve() and canonical() cost 0.15 us of a 2 us call at the smallest sizes
+    # calls to resolve() and canonical() are a sizeable part of a call at the smallest sizes
     be = LOADED.get(backend)
     if be is None:
         be = resolve(backend, "dense", x, None, w)
@@ -497,7 +490,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
         x, h, c = be.asarray(x), be.asarray(h), be.asarray(c)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
     act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias,
-                                          getattr(w_hh, "ndim", 0) == 3)
+                                          w_hh)
     shape = getattr(x, "shape", ())
     if not (len(shape) == 2 and _lstm_fast_ok(x.dtype, shape[0], shape[1], h, c, w_ih, w_hh, b)):
         if getattr(w_hh, "ndim", 0) == 3:
@@ -572,13 +565,12 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
         h0 = None if h0 is None else be.asarray(h0)
         c0 = None if c0 is None else be.asarray(c0)
         w_ih, w_hh, b = be.asarray(w_ih), be.asarray(w_hh), be.asarray(b)
-    stack = getattr(w_hh, "ndim", 0) == 3
     act, rec, forget_bias = _lstm_options(op, activation, recurrent_activation, forget_bias,
-                                          stack)
+                                          w_hh)
     shape = getattr(xs, "shape", ())
     if not (len(shape) == 3
             and _lstm_fast_ok(xs.dtype, shape[0], shape[2], h0, c0, w_ih, w_hh, b)):
-        if stack:
+        if getattr(w_hh, "ndim", 0) == 3:
             return _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths)
         _check_lstm(op, xs, h0, c0, w_ih, w_hh, b)
     if lengths is not None:
