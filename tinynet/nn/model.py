@@ -275,16 +275,20 @@ class Model:
     def compile(self, optimizer="sgd", loss="mse", metrics=(), seed=None):
         """Choose the optimizer, loss and reported metrics. seed fixes fit's shuffling
         (default: drawn from nn.set_seed's generator)."""
-        self.optimizer = optimizers.get(optimizer)
-        if np.ndim(self.optimizer.learning_rate):
-            raise ValueError(f"compile: a learning rate per model "
-                             f"({self.optimizer.learning_rate.tolist()}) is for an nn.Stack; "
-                             "a Model takes one number")
+        self.optimizer = self._fitted_optimizer(optimizers.get(optimizer))
         self.loss = losses.get(loss)
         self._metrics = {name: losses.metric(name, self.loss) for name in metrics}
         self.rng = np.random.default_rng(
             initializers.generator().integers(2 ** 63) if seed is None else seed)
         return self
+
+    def _fitted_optimizer(self, optimizer):
+        """The optimizer, checked for this model (nn.Stack: set up for its models)."""
+        if np.ndim(optimizer.learning_rate):
+            raise ValueError(f"compile: a learning rate per model "
+                             f"({optimizer.learning_rate.tolist()}) is for an nn.Stack; a "
+                             "Model takes one number")
+        return optimizer
 
     def _require_compiled(self, what):
         if self.optimizer is None or self.loss is None:

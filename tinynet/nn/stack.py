@@ -26,7 +26,7 @@ import copy
 import numpy as np
 
 import tinynet
-from tinynet.nn import initializers, losses, optimizers, training
+from tinynet.nn import losses, training
 from tinynet.nn.graph import Program
 from tinynet.nn.layers import LSTM, LogitsGradient, Parameter
 from tinynet.nn.model import Model
@@ -222,20 +222,14 @@ class Stack(Model):
 
     # --- training -----------------------------------------------------------------------
 
-    def compile(self, optimizer="sgd", loss="mse", metrics=(), seed=None):
-        """As Model.compile; the optimizer's learning_rate may be one per model (M,)."""
-        optimizer = optimizers.get(optimizer)
+    def _fitted_optimizer(self, optimizer):
+        """Model.compile's optimizer check: learning_rate may be one per model (M,)."""
         rate = np.asarray(optimizer.learning_rate)
         if rate.ndim and rate.shape != (self.models,):
             raise ValueError(f"compile: learning_rate has {rate.size} values for a stack of "
                              f"{self.models} models: give one number, or one per model")
         optimizer.models = self.models
-        self.optimizer = optimizer
-        self.loss = losses.get(loss)
-        self._metrics = {name: losses.metric(name, self.loss) for name in metrics}
-        self.rng = np.random.default_rng(
-            initializers.generator().integers(2 ** 63) if seed is None else seed)
-        return self
+        return optimizer
 
     def train_on_batch(self, x, y, lengths=None):
         """One update of every model from one batch; returns each model's loss (M,) from
