@@ -143,7 +143,7 @@ def jax_stack(jax, params):
 
 
 def implementations(backends, torch, jax, params):
-    """{impl: (train, whether one call trains every model once)}."""
+    """{impl: train}: every implementation's update of all M models."""
     impls = {f"tinynet:{name}": tinynet_stack(name, params) for name in backends}
     if "numba-cpu" in backends:
         impls["tinynet:numba-cpu one at a time"] = one_at_a_time("numba-cpu", params)

@@ -67,6 +67,8 @@ def test_a_stack_trains_each_model_as_alone(backend, rng):
                 assert history.history["loss"][epoch][m] == pytest.approx(
                     model_history.history["loss"][epoch], rel=1e-9)
         assert_same_weights(backend, stack, alone)
+        assert stack.optimizer.iterations == alone[0].optimizer.iterations == 2 * (
+            -(-samples // 2))                                 # one update per batch
         assert_close("predict", stack.predict(x, lengths=lengths),
                      np.stack([model.predict(x[m], lengths=lengths[m])
                                for m, model in enumerate(alone)]))

@@ -277,6 +277,11 @@ class Model:
         (default: drawn from nn.set_seed's generator)."""
         self.optimizer = self._fitted_optimizer(optimizers.get(optimizer))
         self.loss = losses.get(loss)
+        # a softmax output layer whose probabilities a categorical crossentropy reads: the
+        # loss is fused with the softmax (decided once: the program is fixed by now)
+        self._fused_softmax = isinstance(self.loss, losses.CategoricalCrossentropy) and \
+            not self.loss.from_logits and \
+            getattr(self._program.sole_output_layer(), "activation", None) == "softmax"
         self._metrics = {name: losses.metric(name, self.loss) for name in metrics}
         self.rng = np.random.default_rng(
             initializers.generator().integers(2 ** 63) if seed is None else seed)
@@ -356,10 +361,8 @@ class Model:
         self._program.backward(tape, [grad])
 
     def loop_loss(self, pred, y):
-        output = self._program.sole_output_layer()
-        if isinstance(self.loss, losses.CategoricalCrossentropy) and not self.loss.from_logits \
-                and getattr(output, "activation", None) == "softmax":
-            value, grad = self.loss.softmax_value_and_grad(pred, y)    # fused with the softmax
+        if self._fused_softmax:
+            value, grad = self.loss.softmax_value_and_grad(pred, y)
             return value, LogitsGradient(grad)
         return self.loss.value_and_grad(pred, y)
 

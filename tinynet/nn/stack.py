@@ -9,8 +9,8 @@
     model = stack.model(3)                     # model 3 alone, as an nn.Model
 
 Data: every input, target and lengths array is either per model, with a leading models
-axis (M, samples, ...), or shared by all models, (samples, ...) (passed to the ops as a
-broadcast view, never copied M times). An array whose first axis is M and whose rest fits
+axis (M, samples, ...), or shared by all models, (samples, ...) (each batch moved to the
+device once and passed to the ops as a broadcast view, which the CPU backends read in place). An array whose first axis is M and whose rest fits
 the model is read per model. A direct call (stack(x)) takes models-first arrays as they are.
 
 One architecture: the same layer types, shapes, activations, dtype and wiring; per model
@@ -27,6 +27,7 @@ import numpy as np
 
 import tinynet
 from tinynet.nn import losses, training
+from tinynet.nn._arrays import array_module
 from tinynet.nn.graph import Program
 from tinynet.nn.layers import LSTM, LogitsGradient, Parameter
 from tinynet.nn.model import Model
@@ -216,6 +217,7 @@ class Stack(Model):
             optimizer.models = len(chosen)
             optimizer._slots = {key: take(slot) for key, slot in self.optimizer._slots.items()}
             part.optimizer, part.loss = optimizer, self.loss
+            part._fused_softmax = self._fused_softmax
             part._metrics = dict(self._metrics)
             part.rng = copy.deepcopy(self.rng)
         return part
@@ -307,16 +309,13 @@ class Stack(Model):
 
     def loop_batch(self, a):
         if isinstance(a, _Shared):
-            a = a.view(np.ndarray)
-            a = np.broadcast_to(a, (self.models,) + a.shape)
-        else:
-            a = a.view(np.ndarray).swapaxes(0, 1)
-        return self._to_device(a)
+            # moved to the device once, then viewed as the models' copies
+            a = self._to_device(a.view(np.ndarray))
+            return array_module(a).broadcast_to(a, (self.models,) + a.shape)
+        return self._to_device(a.view(np.ndarray).swapaxes(0, 1))
 
     def loop_loss(self, pred, y):
-        output = self._program.sole_output_layer()
-        fused = isinstance(self.loss, losses.CategoricalCrossentropy) and \
-            not self.loss.from_logits and getattr(output, "activation", None) == "softmax"
+        fused = self._fused_softmax
         values, grad = self.loss.stack_value_and_grad(pred, y, fused_softmax=fused)
         return values, (LogitsGradient(grad) if fused else grad)
 
