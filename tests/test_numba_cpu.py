@@ -314,7 +314,7 @@ def test_cpu_activations_within_four_ulp_whole_range(monkeypatch, dtype, activat
         got = np.concatenate([ops.dense(chunk[:, None], one, None, activation,
                                         backend="numba-cpu")[0][:, 0]
                               for chunk in np.array_split(x, 8)])
-    else:                  # 21 models (two blocks), each a row of x: x (21, n, 1), w (21, 1, 1)
+    else:                  # 21 models, each a row of x: x (21, n, 1), w (21, 1, 1)
         rows = np.resize(x, (21, -(-x.size // 21)))
         got = ops.dense(rows[:, :, None], np.ones((21, 1, 1), dtype), None, activation,
                         backend="numba-cpu")[0][:, :, 0].reshape(-1)[:x.size]
@@ -522,8 +522,10 @@ def test_stack_any_strides_and_broadcast_data(rng):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-def test_stack_nan_in_one_model_reaches_no_other(rng):
-    models = 20                                # two blocks of LANES = 16, the NaN in each
+def test_stack_nan_in_one_model_reaches_no_other(rng, monkeypatch):
+    module = backend_module()
+    monkeypatch.setattr(module, "_lanes", lambda models: module.LANES)   # blocks of 16
+    models = 20                                # two blocks, the NaN in each
     inputs, grads, forget_bias = stack_lstm_case(rng, models, 2, 5, 2, 3, np.float64)
     clean = run_stack_lstm(inputs, grads, forget_bias, None)
     sick = [a.copy() for a in inputs]

@@ -1,8 +1,8 @@
-"""Pointwise helpers of the stack kernels (stack_dense.py, stack_lstm.py), inlined into them.
+"""Pointwise helpers of the stack kernels (stack_dense.py, stack_lstm.py), called from them.
 
 Each works on rows [start, stop) of a C-contiguous (rows, lanes) array: one row holds one
-value for each of a block's models. The activation code is tested once, outside the loops, so
-each loop is plain arithmetic over contiguous lanes, which LLVM vectorizes. The lane count is
+value for each of a block's models. The activation code is tested outside the loop over
+lanes, so each such loop is plain arithmetic over contiguous lanes, which LLVM vectorizes. The lane count is
 read from the array, not a compile-time constant: LLVM unrolls a loop of a constant 16
 iterations completely and then vectorizes none of it.
 Activation codes: tinynet/_activations.py CODES (0 linear, 1 relu, 2 sigmoid, 3 tanh).

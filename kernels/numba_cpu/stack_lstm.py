@@ -12,9 +12,9 @@ tinynet/_activations.py CODES.
 
 Layout: as kernels/numba_cpu/stack_dense.py, blocks of `lanes` models (the last axis of the
 saved arrays), the model the last, contiguous axis of everything a block computes, so that
-every inner loop is SIMD over the block's models; prange runs the blocks on the cores. What the backward reads is saved in that
-layout, one (batch, ...) slab per block (an integer index on the leading axis of a C-contiguous
-array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
+every inner loop is SIMD over the block's models; prange runs the blocks on the cores. What
+the backward reads is saved in that layout, one (batch, ...) slab per block (an integer index
+on the leading axis of a C-contiguous array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
 at padding steps; h_lanes, c_lanes (blocks, batch, steps + 1, H, lanes), the state before
 each step and after the last; gates (blocks, batch, steps, 5H, lanes) = i, f, g, o, a(c).
 

@@ -64,7 +64,9 @@ LSTM_PROJECT_MIN_IN = 8
 
 
 # --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
-# From the same tables (numba-cpu / numpy time). dense: never clearly slower (above the loops,
+# From the same script's tables (numba-cpu / numpy time) for the single-model ops, and from
+# side-by-side runs of stacked ops through tinynet.ops for the stacks (the numbers are in
+# the commit that set AUTO_STACK_*). dense: never clearly slower (above the loops,
 # the same GEMMs as numpy with a fused epilogue), so always numba-cpu. lstm_cell: numpy wins
 # from batch 64 (its vectorized exp/tanh over the whole gate array). lstm: numpy wins once
 # batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
@@ -357,8 +359,7 @@ def lstm_backward(saved, dhs, dhT, dcT):
 # The stack kernels take inputs of any strides (broadcast views included) and read them in
 # place: nothing here copies an input.
 
-def zeros(shape, dtype):
-    return np.zeros(shape, dtype)
+zeros = numpy_ref.zeros
 
 
 def _lanes(models):
@@ -432,16 +433,15 @@ def stack_lstm_backward(saved, dhs, dhT, dcT):
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 
-# One step of a stack is the whole-sequence kernel over one step: no lengths (every row's
-# length is 1) and no gradient of the step's hs besides dh1 (zeros), both broadcast views.
-_ONE_STEP = np.ones((1, 1), np.int32)
+# One step of a stack is the whole-sequence kernel over one step: every row's length is 1,
+# and the step's hs has no gradient besides dh1 (zeros).
 
 
 def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
                             forget_bias):
     # x (M, batch, in), h, c (M, batch, H) -> h1, c1 (M, batch, H)
     models, batch, _ = x.shape
-    lengths = np.broadcast_to(_ONE_STEP, (models, batch))
+    lengths = np.ones((models, batch), np.int32)
     _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
                                           recurrent_activation, forget_bias, lengths)
     return h1, c1, saved
@@ -449,6 +449,6 @@ def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activa
 
 def stack_lstm_cell_backward(saved, dh1, dc1):
     models, batch, _, n_in = saved[-1]
-    no_dhs = np.broadcast_to(np.zeros((), dh1.dtype), (models, batch, 1, dh1.shape[2]))
+    no_dhs = np.zeros((models, batch, 1, dh1.shape[2]), dh1.dtype)
     dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, no_dhs, dh1, dc1)
     return dxs.reshape(models, batch, n_in), dh, dc, dw_ih, dw_hh, db
