@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh: the GPU tests and the GPU benchmarks of this checkout in one run, on a
-# machine with an NVIDIA GPU, in 8 minutes at most (the stage limits below).
+# machine with an NVIDIA GPU, in 8 minutes at most, 9 with carried wheels (the stage limits
+# below).
 #
 # Run it from anywhere, on the GPU machine:
 #

@@ -337,31 +337,10 @@ def overhead_rows(cupy, torch, backends, runner, found):
 
 # --- stacks: many small models trained at once (S7's shape) --------------------------------
 
-def torch_stack_training(torch, params, rate=stack_suite.RATE):
-    """stack_suite.torch_stack on the device of `params` (CuPy arrays here, shared through
-    DLPack, then copied): stacked weights, a per-step torch.baddbmm loop, autograd,
-    optim.SGD. train(xs (M, 1, T, 1), targets (M, 1, 1)) takes tensors."""
-    weights = [torch.from_dlpack(p).clone().requires_grad_() for p in params]
-    w_ih, w_hh, b, w_out, b_out = weights
-    optimizer = torch.optim.SGD(weights, lr=rate)
-    forget_bias = stack_suite.FORGET_BIAS
-
-    def train(xs, targets):
-        optimizer.zero_grad(set_to_none=True)
-        models, batch, steps, _ = xs.shape
-        h = c = xs.new_zeros((models, batch, w_hh.shape[1]))
-        bias = b.unsqueeze(1)                                                # (M, 1, 4H)
-        for t in range(steps):
-            z = torch.baddbmm(torch.baddbmm(bias, xs[:, :, t], w_ih), h, w_hh)  # (M, batch, 4H)
-            zi, zf, zg, zo = z.chunk(4, dim=2)
-            c = torch.sigmoid(zf + forget_bias) * c + torch.sigmoid(zi) * torch.tanh(zg)
-            h = torch.sigmoid(zo) * torch.tanh(c)
-        y = torch.sigmoid(torch.baddbmm(b_out.unsqueeze(1), h, w_out))      # (M, batch, 1)
-        loss = 0.5 * ((y - targets) ** 2).sum()      # each model's loss reaches its weights only
-        loss.backward()
-        optimizer.step()
-    train.params = weights
-    return train
+def torch_copy(torch):
+    """A weight (a CuPy array) as a tensor of its own on its device, shared through DLPack
+    and then copied."""
+    return lambda p: torch.from_dlpack(p).clone()
 
 
 def stack_rows(cupy, torch, backends, runner, found):
@@ -384,7 +363,8 @@ def stack_rows(cupy, torch, backends, runner, found):
                                                   _in_turn(singles))
     if torch is not None:
         torch_pool = [(torch.from_dlpack(x), torch.from_dlpack(target)) for x, target in pool]
-        cases["torch-cuda bmm"] = (torch_stack_training(torch, params), _in_turn(torch_pool))
+        cases["torch-cuda bmm"] = (stack_suite.torch_stack(torch, params, torch_copy(torch)),
+                                   _in_turn(torch_pool))
     n_params = sum(p[0].size for p in params)
     counted = work.add(work.lstm_forward(1, steps, 1, hidden),
                        work.lstm_backward(1, steps, 1, hidden),

@@ -76,11 +76,13 @@ def one_at_a_time(backend, params):
     return train
 
 
-def torch_stack(torch, params):
+def torch_stack(torch, params, to_tensor=None):
     """Stacked weights, a per-step baddbmm loop, autograd, SGD: the PyTorch way to train many
-    small LSTMs at once (torch.func.vmap cannot map nn.LSTM)."""
+    small LSTMs at once (torch.func.vmap cannot map nn.LSTM). to_tensor(p) makes a weight a
+    tensor of its own (default: a copy of a NumPy array; the GPU suite's: of a CuPy one)."""
     hidden = cpu_suite.S7_CELLS
-    tensors = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    to_tensor = to_tensor or (lambda p: torch.from_numpy(p.copy()))
+    tensors = [to_tensor(p).requires_grad_() for p in params]
     w_ih, w_hh, b, w_out, b_out = tensors
     optimizer = torch.optim.SGD(tensors, lr=RATE)
 
@@ -99,7 +101,7 @@ def torch_stack(torch, params):
         loss = 0.5 * ((y - target) ** 2).sum()      # each model's loss reaches its weights only
         loss.backward()
         optimizer.step()
-    train.params = [t.detach().numpy() for t in tensors]
+    train.params = [t.detach() for t in tensors]
     return train
 
 

@@ -48,7 +48,7 @@ EXPECTED_PASSED = {
     "tests/test_stacks.py": 29,
 }
 
-# pytest's last line: "85 passed, 59 deselected in 9.69s"
+# pytest's last line, e.g. "115 passed, 59 deselected in 9.69s"
 SUMMARY = re.compile(r"^=* ?(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", re.MULTILINE)
 
 # In the subprocess: force the path, run pytest counting the passed tests of each file, then

@@ -27,7 +27,7 @@ def test_stack_torch_peer_trains_the_same_weights_as_the_stacked_ops():
 
     xs, targets, params = stack_suite.problem(3, pool=2)
     ours = stack_suite.tinynet_stack("numpy", params)
-    theirs = gpu_suite.torch_stack_training(torch, params)
+    theirs = stack_suite.torch_stack(torch, params, gpu_suite.torch_copy(torch))
     for x, target in zip(xs, targets):
         ours(x, target)
         theirs(torch.from_numpy(x), torch.from_numpy(target))

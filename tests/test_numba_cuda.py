@@ -175,7 +175,6 @@ def test_kernels_compile_once(rng, monkeypatch):
         ops.lstm_backward(ctx, *grads)
 
     calls(5)
-    assert compiled or backend._kernel.cache_info().currsize    # compiled now or before
     compiled.clear()
     calls(6)
     assert compiled == []

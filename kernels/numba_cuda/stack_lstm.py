@@ -26,9 +26,8 @@ state after the last valid step); the backward skips it (dhs ignored, dxs = 0), 
 padding values of xs are never read.
 
 stack_lstm_forward   per step: z = b + x_t @ w_ih + h @ w_hh, then the cell of each unit,
-    one loop over the units per activation: the loop bodies stay small enough to be
-    unrolled (one loop with all five activations was not, above H = 8 in float32 and 3 in
-    float64, and its arrays went to local memory).
+    one loop over the units per activation, so that each loop body is small enough to be
+    unrolled and its arrays stay in registers.
 stack_lstm_backward  BPTT in reverse: per valid step the cell's dz (kept in dz_all,
     (steps, 4H, M * batch)), dxs = dz @ w_ih.T and dh = dz @ w_hh.T. Then the row's weight
     gradients over its valid steps, [xs | h_prev | 1].T @ dz ((in + H + 1, 4H): dw_ih,
