@@ -12,9 +12,10 @@ tinynet/_activations.py CODES.
 
 Layout: as kernels/numba_cpu/stack_dense.py, blocks of `lanes` models (the last axis of the
 saved arrays), the model the last, contiguous axis of everything a block computes, so that
-every inner loop is SIMD over the block's models; prange runs the blocks on the cores. What
-the backward reads is saved in that layout, one (batch, ...) slab per block (an integer index
-on the leading axis of a C-contiguous array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
+every inner loop is SIMD over the block's models; prange runs the blocks (in the forward,
+each (block, batch row) pair) on the cores. What the backward reads is saved in that layout,
+one (batch, ...) slab per block (an integer index on the leading axis of a C-contiguous
+array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
 at padding steps; h_lanes, c_lanes (blocks, batch, steps + 1, H, lanes), the state before
 each step and after the last; gates (blocks, batch, steps, 5H, lanes) = i, f, g, o, a(c).
 
@@ -42,7 +43,10 @@ def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, c
     blocks, lanes = gates.shape[0], gates.shape[4]
     dtype = hs.dtype
     zero = dtype.type(0)
-    for block in prange(blocks):
+    for item in prange(blocks * batch):
+        # one (block, row) pair: rows are independent in the forward, so a large batch
+        # keeps every core busy even when the models fit in one block
+        block, row = item // batch, item % batch
         first = block * lanes
         count = min(lanes, models - first)
         w_ih_lanes = np.empty((n_in, four_h, lanes), dtype)
@@ -51,67 +55,68 @@ def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, c
         gather_matrix(w_hh, first, count, w_hh_lanes)
         b_lanes = np.empty((four_h, lanes), dtype)         # the bias, forget_bias added
         gather_rows(b, first, count, b_lanes)
-        length = np.zeros(lanes, np.int32)
         for lane in range(count):
             for j in range(hidden, 2 * hidden):
                 b_lanes[j, lane] += forget_bias[first + lane]
-        for row in range(batch):
-            for lane in range(count):
-                length[lane] = lengths[first + lane, row]
-            h = h_lanes[block, row, 0]                     # (H, lanes): the state before step t
-            c = c_lanes[block, row, 0]
-            h[:] = 0
-            c[:] = 0
-            for lane in range(count):
-                for u in range(hidden):
-                    h[u, lane] = h0[first + lane, row, u]
-                    c[u, lane] = c0[first + lane, row, u]
-            for t in range(steps):
-                x = xs_lanes[block, row, t]                # (in, lanes)
-                x[:] = 0
-                for lane in range(count):
-                    if t < length[lane]:
-                        for k in range(n_in):
-                            x[k, lane] = xs[first + lane, row, t, k]
-                z = gates[block, row, t]                   # (5H, lanes)
+        length = np.zeros(lanes, np.int32)
+        for lane in range(count):
+            length[lane] = lengths[first + lane, row]
+        x_row = xs_lanes[block, row]                       # (steps, in, lanes)
+        x_row[:] = 0
+        for lane in range(count):
+            for t in range(length[lane]):
+                for k in range(n_in):
+                    x_row[t, k, lane] = xs[first + lane, row, t, k]
+        h = h_lanes[block, row, 0]                         # (H, lanes): the state before step t
+        c = c_lanes[block, row, 0]
+        h[:] = 0
+        c[:] = 0
+        for lane in range(count):
+            for u in range(hidden):
+                h[u, lane] = h0[first + lane, row, u]
+                c[u, lane] = c0[first + lane, row, u]
+        for t in range(steps):
+            x = x_row[t]                                   # (in, lanes)
+            z = gates[block, row, t]                       # (5H, lanes)
+            for j in range(four_h):
+                for lane in range(lanes):
+                    z[j, lane] = b_lanes[j, lane]
+            for k in range(n_in):
                 for j in range(four_h):
                     for lane in range(lanes):
-                        z[j, lane] = b_lanes[j, lane]
-                for k in range(n_in):
-                    for j in range(four_h):
-                        for lane in range(lanes):
-                            z[j, lane] += x[k, lane] * w_ih_lanes[k, j, lane]
-                for k in range(hidden):
-                    for j in range(four_h):
-                        for lane in range(lanes):
-                            z[j, lane] += h[k, lane] * w_hh_lanes[k, j, lane]
-                activate_rows(rec, z, 0, 2 * hidden)
-                activate_rows(act, z, 2 * hidden, 3 * hidden)
-                activate_rows(rec, z, 3 * hidden, four_h)
-                h_next = h_lanes[block, row, t + 1]
-                c_next = c_lanes[block, row, t + 1]
-                for u in range(hidden):
+                        z[j, lane] += x[k, lane] * w_ih_lanes[k, j, lane]
+            for k in range(hidden):
+                for j in range(four_h):
                     for lane in range(lanes):
-                        c_next[u, lane] = (z[hidden + u, lane] * c[u, lane]
-                                           + z[u, lane] * z[2 * hidden + u, lane])
-                        z[four_h + u, lane] = c_next[u, lane]
-                activate_rows(act, z, four_h, 5 * hidden)
-                for u in range(hidden):
-                    for lane in range(lanes):
-                        valid = t < length[lane]
-                        h_step = z[3 * hidden + u, lane] * z[four_h + u, lane]
-                        h_next[u, lane] = h_step if valid else h[u, lane]
-                        c_next[u, lane] = c_next[u, lane] if valid else c[u, lane]
-                for lane in range(count):
+                        z[j, lane] += h[k, lane] * w_hh_lanes[k, j, lane]
+            activate_rows(rec, z, 0, 2 * hidden)
+            activate_rows(act, z, 2 * hidden, 3 * hidden)
+            activate_rows(rec, z, 3 * hidden, four_h)
+            h_next = h_lanes[block, row, t + 1]
+            c_next = c_lanes[block, row, t + 1]
+            for u in range(hidden):
+                for lane in range(lanes):
+                    c_next[u, lane] = (z[hidden + u, lane] * c[u, lane]
+                                       + z[u, lane] * z[2 * hidden + u, lane])
+                    z[four_h + u, lane] = c_next[u, lane]
+            activate_rows(act, z, four_h, 5 * hidden)
+            for u in range(hidden):
+                for lane in range(lanes):
                     valid = t < length[lane]
-                    for u in range(hidden):
-                        hs[first + lane, row, t, u] = h_next[u, lane] if valid else zero
-                h = h_next
-                c = c_next
-            for lane in range(count):
+                    h_step = z[3 * hidden + u, lane] * z[four_h + u, lane]
+                    h_next[u, lane] = h_step if valid else h[u, lane]
+                    c_next[u, lane] = c_next[u, lane] if valid else c[u, lane]
+            h = h_next
+            c = c_next
+        for lane in range(count):
+            for t in range(steps):
+                valid = t < length[lane]
                 for u in range(hidden):
-                    hT[first + lane, row, u] = h[u, lane]
-                    cT[first + lane, row, u] = c[u, lane]
+                    h_t = h_lanes[block, row, t + 1, u, lane]
+                    hs[first + lane, row, t, u] = h_t if valid else zero
+            for u in range(hidden):
+                hT[first + lane, row, u] = h[u, lane]
+                cT[first + lane, row, u] = c[u, lane]
 
 
 def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec,

@@ -18,6 +18,7 @@ Importing this module imports Numba; `import tinynet` does not import it (the re
 tinynet/_dispatch.py imports backends on first use).
 """
 
+import types
 import warnings
 
 import numba
@@ -118,11 +119,29 @@ _SOURCES = {
     "cell_backward_gates": (cell_kernels, cell_kernels.backward_gates, False),
     "lstm_forward": (lstm_kernels, lstm_kernels.forward, False),
     "lstm_backward": (lstm_kernels, lstm_kernels.backward, False),
-    "stack_dense_forward": (stack_dense_kernels, stack_dense_kernels.forward, True),
-    "stack_dense_backward": (stack_dense_kernels, stack_dense_kernels.backward, True),
-    "stack_lstm_forward": (stack_lstm_kernels, stack_lstm_kernels.forward, True),
-    "stack_lstm_backward": (stack_lstm_kernels, stack_lstm_kernels.backward, True),
 }
+# The stack kernels twice: with prange on the cores, and on the calling thread alone
+# ("_one_thread") for a call with one item of work, where a parallel launch would only add
+# the cost of waking the other threads (and, on a busy machine, of waiting for them).
+for _name, _module, _function in (
+        ("stack_dense_forward", stack_dense_kernels, stack_dense_kernels.forward),
+        ("stack_dense_backward", stack_dense_kernels, stack_dense_kernels.backward),
+        ("stack_lstm_forward", stack_lstm_kernels, stack_lstm_kernels.forward),
+        ("stack_lstm_backward", stack_lstm_kernels, stack_lstm_kernels.backward)):
+    _SOURCES[_name] = (_module, _function, True)
+    _SOURCES[_name + "_one_thread"] = (_module, _function, False)
+
+
+def _renamed(function, suffix):
+    """`function` under its name plus `suffix`: Numba's disk cache keys a compiled function
+    by its qualified name and signature, not by its compile options, so the one-thread twin
+    of a parallel kernel needs a name of its own."""
+    twin = types.FunctionType(function.__code__, function.__globals__,
+                              function.__name__ + suffix, function.__defaults__,
+                              function.__closure__)
+    twin.__qualname__ = function.__qualname__ + suffix
+    twin.__module__ = function.__module__
+    return twin
 
 
 class _Kernels:
@@ -148,6 +167,8 @@ class _Kernels:
         module, function, parallel = _SOURCES[name]
         signature = module.signatures(self._float_type)[function]
         options = dict(COMPILE_OPTIONS, parallel=parallel)
+        if name.endswith("_one_thread"):
+            function = _renamed(function, "_one_thread")
         try:
             compiled = numba.njit([signature], cache=True, **options)(function)
         except RuntimeError as error:     # "cannot cache function ...: no locator available"
@@ -370,6 +391,12 @@ def _lanes(models):
     return min(MAX_LANES, LANES * max(1, -(-per_thread // LANES)))
 
 
+def _stack_kernel(dtype, name, items):
+    """Stack kernel `name` for a call with `items` independent items of work (what its prange
+    loop runs over): the one-thread twin when there is a single item."""
+    return getattr(_KERNELS[dtype], name if items > 1 else name + "_one_thread")
+
+
 def stack_dense_forward(x, w, b, activation):
     # x (M, batch, in), w (M, in, out), b (M, out) or None -> y (M, batch, out)
     models, batch, _ = x.shape
@@ -377,7 +404,8 @@ def stack_dense_forward(x, w, b, activation):
     bias = np.empty((models, 0), dtype) if b is None else b
     code = CODES[activation]
     y = np.empty((models, batch, w.shape[2]), dtype)
-    _KERNELS[dtype].stack_dense_forward(x, w, bias, code, _lanes(models), y)
+    lanes = _lanes(models)
+    _stack_kernel(dtype, "stack_dense_forward", -(-models // lanes))(x, w, bias, code, lanes, y)
     return y, (x, w, b is not None, code, y)
 
 
@@ -388,14 +416,42 @@ def stack_dense_backward(saved, dy):
     dx = np.empty(x.shape, dtype)
     dw = np.empty(w.shape, dtype)
     db = np.empty((models, w.shape[2] if has_bias else 0), dtype)
-    _KERNELS[dtype].stack_dense_backward(x, w, y, dy, code, _lanes(models), dx, dw, db)
+    lanes = _lanes(models)
+    _stack_kernel(dtype, "stack_dense_backward", -(-models // lanes))(x, w, y, dy, code, lanes,
+                                                                      dx, dw, db)
     return dx, dw, (db if has_bias else None)
+
+
+def _rows_as_models(models, batch):
+    """Whether a stacked LSTM runs each (model, batch row) pair as a model of its own: the
+    kernels put models in SIMD lanes, so a stack too small to fill a block of MAX_LANES
+    fills it this way when it has more than one row."""
+    return batch > 1 and models < MAX_LANES
 
 
 def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
                        forget_bias, lengths):
     # xs (M, batch, steps, in), h0, c0 (M, batch, H), forget_bias (M,), lengths (M, batch)
     # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    if _rows_as_models(models, batch):
+        pairs = models * batch              # pair p = model p // batch, row p % batch
+        hs, hT, cT, saved = _stack_lstm_forward(
+            xs.reshape(pairs, 1, steps, n_in), h0.reshape(pairs, 1, hidden),
+            c0.reshape(pairs, 1, hidden), np.repeat(w_ih, batch, axis=0),
+            np.repeat(w_hh, batch, axis=0), np.repeat(b, batch, axis=0),
+            np.repeat(forget_bias, batch), lengths.reshape(pairs, 1), activation,
+            recurrent_activation)
+        return (hs.reshape(models, batch, steps, hidden), hT.reshape(models, batch, hidden),
+                cT.reshape(models, batch, hidden), (saved, models, batch))
+    hs, hT, cT, saved = _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths,
+                                            activation, recurrent_activation)
+    return hs, hT, cT, (saved, models, 1)
+
+
+def _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activation,
+                        recurrent_activation):
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
     dtype = xs.dtype
@@ -410,13 +466,31 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
     c_lanes = np.empty((blocks, batch, steps + 1, hidden, lanes), dtype)
     gates = np.empty((blocks, batch, steps, 5 * hidden, lanes), dtype)
     act, rec = CODES[activation], CODES[recurrent_activation]
-    _KERNELS[dtype].stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act,
-                                       rec, hs, hT, cT, xs_lanes, h_lanes, c_lanes, gates)
+    _stack_kernel(dtype, "stack_lstm_forward", blocks * batch)(
+        xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, cT, xs_lanes,
+        h_lanes, c_lanes, gates)
     return hs, hT, cT, (w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, act, rec,
                         xs.shape)
 
 
 def stack_lstm_backward(saved, dhs, dhT, dcT):
+    saved, models, rows_folded = saved
+    if rows_folded == 1:
+        return _stack_lstm_backward(saved, dhs, dhT, dcT)
+    pairs, _, steps, n_in = saved[-1]
+    hidden = dhT.shape[2]
+    dxs, dh0, dc0, dw_ih, dw_hh, db = _stack_lstm_backward(
+        saved, dhs.reshape(pairs, 1, steps, hidden), dhT.reshape(pairs, 1, hidden),
+        dcT.reshape(pairs, 1, hidden))
+    batch = rows_folded
+    return (dxs.reshape(models, batch, steps, n_in), dh0.reshape(models, batch, hidden),
+            dc0.reshape(models, batch, hidden),
+            dw_ih.reshape(models, batch, n_in, 4 * hidden).sum(axis=1),
+            dw_hh.reshape(models, batch, hidden, 4 * hidden).sum(axis=1),
+            db.reshape(models, batch, 4 * hidden).sum(axis=1))
+
+
+def _stack_lstm_backward(saved, dhs, dhT, dcT):
     w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, act, rec, xs_shape = saved
     models, batch, _, n_in = xs_shape
     hidden = w_hh.shape[1]
@@ -427,14 +501,15 @@ def stack_lstm_backward(saved, dhs, dhT, dcT):
     dw_ih = np.empty(w_ih.shape, dtype)
     dw_hh = np.empty(w_hh.shape, dtype)
     db = np.empty((models, 4 * hidden), dtype)
-    _KERNELS[dtype].stack_lstm_backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates,
-                                        dhs, dhT, dcT, act, rec, dxs, dh0, dc0, dw_ih, dw_hh,
-                                        db)
+    _stack_kernel(dtype, "stack_lstm_backward", gates.shape[0])(
+        w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec, dxs,
+        dh0, dc0, dw_ih, dw_hh, db)
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 
-# One step of a stack is the whole-sequence kernel over one step: every row's length is 1,
-# and the step's hs has no gradient besides dh1 (zeros).
+# One step of a stack is the whole-sequence kernel over one step (rows never run as models:
+# for one step, repeating the weights per row would cost as much as the step): every row's
+# length is 1, and the step's hs has no gradient besides dh1 (zeros).
 
 
 def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
@@ -442,13 +517,13 @@ def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activa
     # x (M, batch, in), h, c (M, batch, H) -> h1, c1 (M, batch, H)
     models, batch, _ = x.shape
     lengths = np.ones((models, batch), np.int32)
-    _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
-                                          recurrent_activation, forget_bias, lengths)
+    _, h1, c1, saved = _stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, forget_bias,
+                                           lengths, activation, recurrent_activation)
     return h1, c1, saved
 
 
 def stack_lstm_cell_backward(saved, dh1, dc1):
-    models, batch, _, n_in = saved[-1]
-    no_dhs = np.zeros((models, batch, 1, dh1.shape[2]), dh1.dtype)
-    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, no_dhs, dh1, dc1)
-    return dxs.reshape(models, batch, n_in), dh, dc, dw_ih, dw_hh, db
+    models, batch, hidden = dh1.shape
+    no_dhs = np.zeros((models, batch, 1, hidden), dh1.dtype)
+    dxs, dh, dc, dw_ih, dw_hh, db = _stack_lstm_backward(saved, no_dhs, dh1, dc1)
+    return dxs.reshape(models, batch, dxs.shape[3]), dh, dc, dw_ih, dw_hh, db
