@@ -81,3 +81,14 @@ def test_fit_and_evaluate_take_lengths(rng):
         model.predict(padded, lengths=lengths + 7)
     with pytest.raises(ValueError, match="lengths must be integers"):
         model.predict(padded, lengths=lengths * 1.0)
+
+
+@pytest.mark.parametrize("bad, shown", [(np.array([2 ** 32 + 2, 3], np.int64), 2 ** 32 + 2),
+                                        (np.array([2 ** 63 + 2, 3], np.uint64), 2 ** 63 + 2),
+                                        (np.array([-1, 3], ">i8"), -1)])
+def test_lengths_out_of_range_in_any_integer_type_are_refused(rng, bad, shown):
+    """Values that a narrower or unsigned reading would wrap into 0..steps are refused too."""
+    model = two_lstms(3)
+    padded, _ = nn.pad_sequences(sequences(rng, [2, 3]), dtype="float64")
+    with pytest.raises(ValueError, match=rf"lengths must be in 0\.\.steps = 0\.\.3, got {shown}$"):
+        model.predict(padded, lengths=bad)

@@ -53,9 +53,10 @@ class Optimizer:
             grads = [None if g is None else self._scaled(g, self.global_clipnorm, total)
                      for g in grads]
         self.iterations += 1
+        rates = {}          # this step's learning rate for each kind of gradient (_rate)
         for index, (param, grad) in enumerate(zip(params, grads)):
             if grad is not None:
-                self._update(index, param, grad)
+                self._update(index, param, grad, self._rate(grad, rates))
 
     def _norm(self, g):
         """The norm of a gradient: one per model in a stack (an array (M,))."""
@@ -76,13 +77,19 @@ class Optimizer:
         """Values (M,) shaped to broadcast over a stacked weight like `like`."""
         return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
-    def _rate(self, like):
-        """The learning rate to multiply a gradient like `like` by (one per model, shaped
-        to broadcast, when there is one per model)."""
+    def _rate(self, like, made):
+        """The learning rate to multiply a gradient like `like` by: a float, or one per model
+        shaped to broadcast over it, made once a step for each kind of gradient (array type,
+        dtype, rank) and kept in `made`, the step's dict."""
         rate = self.learning_rate
         if type(rate) is float:
             return rate
-        return self._per_model(array_module(like).asarray(rate, like.dtype), like)
+        key = (type(like), like.dtype, like.ndim)
+        shaped = made.get(key)
+        if shaped is None:
+            shaped = made[key] = self._per_model(array_module(like).asarray(rate, like.dtype),
+                                                 like)
+        return shaped
 
     def _slot(self, name, index, like):
         key = (name, index)
@@ -143,13 +150,13 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
         self.momentum = float(momentum)
 
-    def _update(self, index, param, grad):
+    def _update(self, index, param, grad, rate):
         if self.momentum == 0.0:
-            param.value -= self._rate(grad) * grad
+            param.value -= rate * grad
             return
         velocity = self._slot("momentum", index, param.value)
         velocity *= self.momentum
-        velocity -= self._rate(grad) * grad
+        velocity -= rate * grad
         param.value += velocity
 
 
@@ -161,7 +168,7 @@ class Adam(Optimizer):
         super().__init__(learning_rate, clipnorm, global_clipnorm)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def _update(self, index, param, grad):
+    def _update(self, index, param, grad, rate):
         xp = array_module(grad)
         m = self._slot("m", index, param.value)
         v = self._slot("v", index, param.value)
@@ -172,7 +179,7 @@ class Adam(Optimizer):
         t = self.iterations
         m_hat = m * (1.0 / (1 - self.beta_1 ** t))
         v_hat = v * (1.0 / (1 - self.beta_2 ** t))
-        param.value -= self._rate(grad) * m_hat / (xp.sqrt(v_hat) + self.epsilon)
+        param.value -= rate * m_hat / (xp.sqrt(v_hat) + self.epsilon)
 
 
 class RMSprop(Optimizer):
@@ -183,12 +190,12 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, clipnorm, global_clipnorm)
         self.rho, self.epsilon = float(rho), float(epsilon)
 
-    def _update(self, index, param, grad):
+    def _update(self, index, param, grad, rate):
         xp = array_module(grad)
         v = self._slot("v", index, param.value)
         v *= self.rho
         v += (1 - self.rho) * (grad * grad)
-        param.value -= self._rate(grad) * grad / (xp.sqrt(v) + self.epsilon)
+        param.value -= rate * grad / (xp.sqrt(v) + self.epsilon)
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
