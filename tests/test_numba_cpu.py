@@ -384,7 +384,12 @@ def test_kernels_are_compiled_once_per_machine(tmp_path):
     code = ("import numpy as np; from tinynet import ops\n"
             "x = np.ones((4, 3), np.float32); w = np.ones((3, 2), np.float32)\n"
             "y, ctx = ops.dense(x, w, None, 'tanh', backend='numba-cpu')\n"
-            "ops.dense_backward(ctx, y)\n")
+            "ops.dense_backward(ctx, y)\n"
+            # a stack of one block (the one-thread twins) and one of several (prange)
+            "for m in (1, 200):\n"
+            "    y, ctx = ops.dense(np.ones((m, 4, 3), np.float32), np.ones((m, 3, 2), "
+            "np.float32), None, 'tanh', backend='numba-cpu')\n"
+            "    ops.dense_backward(ctx, y)\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
     def run_and_list():
@@ -396,7 +401,9 @@ def test_kernels_are_compiled_once_per_machine(tmp_path):
 
     first = run_and_list()
     written = {p.name.split("-")[0] for p in first if p.suffix == ".nbc"}
-    assert {"dense.forward_loops", "dense.backward_loops"} <= written, sorted(first)
+    assert {"dense.forward_loops", "dense.backward_loops", "stack_dense.forward",
+            "stack_dense.forward_one_thread", "stack_dense.backward",
+            "stack_dense.backward_one_thread"} <= written, sorted(first)
     assert run_and_list() == first, "the second process compiled again"
 
 
