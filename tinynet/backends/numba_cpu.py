@@ -422,11 +422,14 @@ def stack_dense_backward(saved, dy):
     return dx, dw, (db if has_bias else None)
 
 
-def _rows_as_models(models, batch):
+def _rows_as_models(models, batch, steps, n_in, hidden):
     """Whether a stacked LSTM runs each (model, batch row) pair as a model of its own: the
     kernels put models in SIMD lanes, so a stack too small to fill a block of MAX_LANES
-    fills it this way when it has more than one row."""
-    return batch > 1 and models < MAX_LANES
+    fills it this way when it has more than one row. Each pair then holds a copy of its
+    model's weights, so only while that copy is no larger than what the forward saves per
+    pair anyway (the input and 7H values a step): at most twice the memory."""
+    weights = (n_in + hidden + 1) * 4 * hidden
+    return batch > 1 and models < MAX_LANES and weights <= steps * (n_in + 7 * hidden)
 
 
 def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
@@ -435,7 +438,7 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
     # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
-    if _rows_as_models(models, batch):
+    if _rows_as_models(models, batch, steps, n_in, hidden):
         pairs = models * batch              # pair p = model p // batch, row p % batch
         hs, hT, cT, saved = _stack_lstm_forward(
             xs.reshape(pairs, 1, steps, n_in), h0.reshape(pairs, 1, hidden),
