@@ -1,10 +1,12 @@
-"""Pointwise helpers of the stack kernels (stack_dense.py, stack_lstm.py), called from them.
+"""Helpers of the stack kernels (stack_dense.py, stack_lstm.py), called from them: moving a
+block of models between (M, ...) arrays and the lanes layout (gather_*, scatter_*), and the
+pointwise activations.
 
-Each works on rows [start, stop) of a C-contiguous (rows, lanes) array: one row holds one
-value for each of a block's models. The activation code is tested outside the loop over
-lanes, so each such loop is plain arithmetic over contiguous lanes, which LLVM vectorizes. The lane count is
-read from the array, not a compile-time constant: LLVM unrolls a loop of a constant 16
-iterations completely and then vectorizes none of it.
+The activations work on rows [start, stop) of a C-contiguous (rows, lanes) array: one row
+holds one value for each of a block's models. The activation code is tested outside the loop
+over lanes, so each such loop is plain arithmetic over contiguous lanes, which LLVM
+vectorizes. The lane count is read from the array, not a compile-time constant: LLVM unrolls
+a loop of a constant 16 iterations completely and then vectorizes none of it.
 Activation codes: tinynet/_activations.py CODES (0 linear, 1 relu, 2 sigmoid, 3 tanh).
 """
 
@@ -72,3 +74,21 @@ def gather_rows(a, first, count, out):
     for lane in range(count):
         for i in range(a.shape[1]):
             out[i, lane] = a[first + lane, i]
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def scatter_matrix(lanes_array, first, count, out):
+    # the inverse of gather_matrix: lanes_array (rows, cols, lanes) -> out (M, rows, cols),
+    # lanes 0 .. count-1 into models first .. first+count-1
+    for lane in range(count):
+        for i in range(lanes_array.shape[0]):
+            for j in range(lanes_array.shape[1]):
+                out[first + lane, i, j] = lanes_array[i, j, lane]
+
+
+@numba.njit(**COMPILE_OPTIONS)
+def scatter_rows(lanes_array, first, count, out):
+    # the inverse of gather_rows: lanes_array (rows, lanes) -> out (M, rows)
+    for lane in range(count):
+        for i in range(lanes_array.shape[0]):
+            out[first + lane, i] = lanes_array[i, lane]

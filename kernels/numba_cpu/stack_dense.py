@@ -21,7 +21,8 @@ from numba import prange, types
 
 from tinynet.kernels.numba_cpu import array_types, strided
 from tinynet.kernels.numba_cpu.lanes import (activate_rows, activation_grad_rows,
-                                              gather_matrix, gather_rows)
+                                              gather_matrix, gather_rows, scatter_matrix,
+                                              scatter_rows)
 
 
 def forward(x, w, b, code, lanes, y):
@@ -96,12 +97,9 @@ def backward(x, w, y, dy, code, lanes, dx, dw, db):
                         dw_lanes[k, j, lane] += x_lanes[k, lane] * dz[j, lane]
                 for lane in range(count):
                     dx[first + lane, row, k] = dx_lanes[lane]
-        for lane in range(count):
-            for k in range(n_in):
-                for j in range(n_out):
-                    dw[first + lane, k, j] = dw_lanes[k, j, lane]
-            for j in range(db.shape[1]):
-                db[first + lane, j] = db_lanes[j, lane]
+        scatter_matrix(dw_lanes, first, count, dw)
+        if db.shape[1] != 0:
+            scatter_rows(db_lanes, first, count, db)
 
 
 def signatures(float_type):

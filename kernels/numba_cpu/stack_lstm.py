@@ -30,7 +30,8 @@ from numba import prange, types
 
 from tinynet.kernels.numba_cpu import array_types, strided
 from tinynet.kernels.numba_cpu.lanes import (activate_rows, activation_grad_rows,
-                                              gather_matrix, gather_rows)
+                                              gather_matrix, gather_rows, scatter_matrix,
+                                              scatter_rows)
 
 
 def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, cT,
@@ -206,15 +207,9 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
                 for u in range(hidden):
                     dh0[first + lane, row, u] = dh[u, lane]
                     dc0[first + lane, row, u] = dc[u, lane]
-        for lane in range(count):
-            for k in range(n_in):
-                for j in range(four_h):
-                    dw_ih[first + lane, k, j] = dw_ih_lanes[k, j, lane]
-            for k in range(hidden):
-                for j in range(four_h):
-                    dw_hh[first + lane, k, j] = dw_hh_lanes[k, j, lane]
-            for j in range(four_h):
-                db[first + lane, j] = db_lanes[j, lane]
+        scatter_matrix(dw_ih_lanes, first, count, dw_ih)
+        scatter_matrix(dw_hh_lanes, first, count, dw_hh)
+        scatter_rows(db_lanes, first, count, db)
 
 
 def signatures(float_type):
