@@ -61,9 +61,6 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import dask
-    from dask.distributed import Client, LocalCluster
-
     run_chunk = functools.partial(trials, sequences=args.sequences)
     print(f"{len(CONFIGS)} Experiment 3a trials in {len(CONFIGS) // CHUNK} chunks (stacks) of "
           f"{CHUNK}, {args.sequences} sequences each; {os.cpu_count()} cores; load average "
@@ -73,13 +70,7 @@ def main():
                                                               progress=False))
     table = [("in-process", base)]
     # the cluster client="local" starts, with --workers workers
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
-                          "distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                         host="127.0.0.1", dashboard_address=None,
-                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                         env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with sweep.local_client(args.workers) as client:
         client.run(warm_up)
         seconds, rows = best_of(args.repeats, lambda: sweep.run(
             run_chunk, CONFIGS, CHUNK, client=client, progress=False))

@@ -11,7 +11,6 @@ processes import this module (they start with this process's sys.path).
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -259,20 +258,13 @@ def test_a_sweep_process_killed_mid_run_resumes_to_the_same_rows(tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One 2-worker LocalCluster for the module, on the loopback interface, set up as the
-    one client="local" starts: a worker death reaches sweep.run at once (allowed-failures
-    0) and kills only the chunk it runs (worker-saturation 1.0). Workers log errors only."""
-    dask = pytest.importorskip("dask")
-    distributed = pytest.importorskip("distributed")
+    """One 2-worker cluster for the module, the one client="local" starts
+    (sweep.local_client): a worker death reaches sweep.run at once (allowed-failures 0) and
+    kills only the chunk it runs (worker-saturation 1.0)."""
+    pytest.importorskip("distributed")
     with contextlib.ExitStack() as stack:
-        with time_limit(LIMIT, "starting the cluster"), \
-                dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                 "distributed.scheduler.worker-saturation": 1.0}):
-            local = stack.enter_context(distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                silence_logs=logging.ERROR))
-            client = stack.enter_context(distributed.Client(local, set_as_default=False))
+        with time_limit(LIMIT, "starting the cluster"):
+            client = stack.enter_context(sweep.local_client(2))
         yield client
 
 

@@ -42,6 +42,7 @@ Infinity, as Python's json module does). Results must not depend on which chunk 
 lands in (seed from the config), or in-process, cluster and resumed runs differ.
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -50,7 +51,7 @@ import time
 import uuid
 import warnings
 
-__all__ = ["grid", "run", "SweepError"]
+__all__ = ["grid", "run", "local_client", "SweepError"]
 
 
 class SweepError(RuntimeError):
@@ -256,34 +257,51 @@ def _failed(index, chunk, why):
                       index, chunk)
 
 
+@contextlib.contextmanager
+def local_client(workers=None):
+    """A dask.distributed Client on the LocalCluster that run(client="local") starts (one
+    single-threaded worker process per core, or `workers`, on the loopback interface),
+    closed on leaving the `with`: to run several sweeps on one started cluster, pass it as
+    run(..., client=client)."""
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        raise _needs_dask("local", error) from error
+    # allowed-failures=0: a worker death reaches us at once, so `retries` is the only
+    # retry count; worker-saturation=1.0: a worker holds only the chunk it runs (1.1
+    # would hand it a second to wait, which its death would count as failed too).
+    # One single-threaded worker per core, and one Numba thread in each.
+    # No dashboard, so no statistical profiler either: it samples each running task's
+    # stack every 10 ms, for the dashboard alone, and costs a Python-heavy chunk CPU
+    # time. The scheduler's HTTP endpoint (health, metrics) on a free loopback port
+    # rather than 8787, which another cluster may hold.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0,
+                          "distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=workers or _cores(), threads_per_worker=1, processes=True,
+                         host="127.0.0.1", dashboard_address=None,
+                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                         env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _needs_dask(client, error):
+    return ImportError(f"sweep.run(client={client!r}) needs dask.distributed ({error}): "
+                       f"pip install 'tinynet[sweep]', or client=None to run in this process")
+
+
 def _run_on_dask(experiment, configs, chunks, client, retries, finish):
     """Submit every chunk; pass each result to finish() as it arrives; resubmit a chunk
     whose worker died, up to `retries` times."""
     try:
-        import dask
-        from distributed import Client, KilledWorker, LocalCluster, as_completed
+        from distributed import Client, KilledWorker, as_completed
     except ImportError as error:
-        raise ImportError(f"sweep.run(client={client!r}) needs dask.distributed ({error}): "
-                          f"pip install 'tinynet[sweep]', or client=None to run in this "
-                          f"process") from error
+        raise _needs_dask(client, error) from error
 
     if client == "local":
-        # allowed-failures=0: a worker death reaches us at once, so `retries` is the only
-        # retry count; worker-saturation=1.0: a worker holds only the chunk it runs (1.1
-        # would hand it a second to wait, which its death would count as failed too).
-        # One single-threaded worker per core, and one Numba thread in each.
-        # No dashboard, so no statistical profiler either: it samples each running task's
-        # stack every 10 ms, for the dashboard alone, and costs a Python-heavy chunk CPU
-        # time. The scheduler's HTTP endpoint (health, metrics) on a free loopback port
-        # rather than 8787, which another cluster may hold.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                              "distributed.scheduler.worker-saturation": 1.0,
-                              "distributed.worker.profile.enabled": False}), \
-                LocalCluster(n_workers=_cores(), threads_per_worker=1, processes=True,
-                             host="127.0.0.1", dashboard_address=None,
-                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                             env={"NUMBA_NUM_THREADS": "1"}) as cluster, \
-                Client(cluster, set_as_default=False) as local:
+        with local_client() as local:
             _run_on_dask(experiment, configs, chunks, local, retries, finish)
         return
     if isinstance(client, str):
