@@ -1,5 +1,5 @@
-"""The seven scenarios of shared/SCENARIOS.md, each run fast through the code of its example
-(examples/*.py) and its outcome asserted. The examples run the full versions."""
+"""The seven scenarios (S1 to S7, README "A short tour"), each run fast through the code of
+its example (examples/*.py) and its outcome asserted. The examples run the full versions."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Stacks of models and sequences of different lengths (shared/API.md), on every backend.
+"""Stacks of models and sequences of different lengths (the ops contract), on every backend.
 
 Each stacked result is checked against the other way of computing it: model m run alone
 through the single-model op of the NumPy reference (and, for lengths, each sequence run
