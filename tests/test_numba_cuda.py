@@ -39,6 +39,7 @@ pytestmark = pytest.mark.skipif(not USABLE["numba-cuda"],
 
 if USABLE["numba-cuda"]:
     from tinynet.backends import numba_cuda as backend
+    from tinynet.kernels import split_k
     from tinynet.kernels.numba_cuda import compile_targets, dense, lstm, stack_dense
 
 DTYPES = [np.float32, np.float64]
@@ -121,7 +122,7 @@ def test_lstm_cell_both_paths(rng, launched, monkeypatch, dtype):
 def test_dense_spans_tiles_and_chunks(rng, launched, monkeypatch, dtype, activation):
     # 70 rows, 20 inputs, 67 outputs: two 64-tiles along every axis of every GEMM and two
     # 16-deep stages; 32 rows per chunk splits the batch of dw into 3 chunks.
-    monkeypatch.setattr(dense, "ROWS_PER_CHUNK_MIN", 32)
+    monkeypatch.setattr(split_k, "MIN_ROWS", 32)
     batch, n_in, n_out = 70, 20, 67
     assert dense.batch_split(batch, n_in, n_out)[0] == 3
     x, w, b, dy = dense_problem(rng, batch, n_in, n_out, dtype)
@@ -137,7 +138,7 @@ def test_dense_spans_tiles_and_chunks(rng, launched, monkeypatch, dtype, activat
 
 
 def test_repeated_runs_are_bit_identical(rng, monkeypatch):
-    monkeypatch.setattr(dense, "ROWS_PER_CHUNK_MIN", 16)
+    monkeypatch.setattr(split_k, "MIN_ROWS", 16)
     x, w, b, dy = dense_problem(rng, 40, 5, 3, np.float32)
     inputs, (dhs, dhT, dcT) = lstm_problem(rng, 7, 3, 2, 3, np.float32)
     runs = []
@@ -346,7 +347,7 @@ def test_stack_dense_wraps_models_and_chunks(rng, launched, monkeypatch, dtype):
     two chunks of 16 rows: every model's y, dx, dw, db against the reference; then without
     a bias."""
     monkeypatch.setattr(stack_dense, "MAX_GRID_YZ", 2)
-    monkeypatch.setattr(dense, "ROWS_PER_CHUNK_MIN", 16)
+    monkeypatch.setattr(split_k, "MIN_ROWS", 16)
     models, batch, n_in, n_out = 3, 20, 3, 5
     assert dense.batch_split(batch, n_in, n_out)[0] == 2
     problems = [dense_problem(rng, batch, n_in, n_out, dtype) for _ in range(models)]

@@ -1,8 +1,13 @@
-"""tinynet.ops: the functional core (contract: shared/API.md).
+"""tinynet.ops: the functional core (the contract: README "Ops").
 
 Each op validates its arguments once, here, picks a backend, and calls it; backends trust
 what they receive. Forward ops return their outputs and a Context; backward ops take that
 Context (which remembers the backend) and the gradients of the outputs (None = zero).
+
+What every backend would otherwise do for itself is done here, once: an initial state or an
+output gradient given as None becomes zeros (so a backend always gets complete arrays), a
+stack's forget_bias becomes one value per model, lengths an int32 array, and one model's
+LSTM with lengths runs as a stack of one.
 """
 
 import operator
@@ -125,10 +130,8 @@ def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
 
 
 # --- stacks and lengths (API.md "Stacks of models", "Sequences of different lengths") ---
-# What every backend needs is done here, once: stacked shapes checked, forget_bias as an
-# (M,) array of the data's dtype, lengths as an (M, batch) int32 array, None states and
-# gradients as zeros. A backend's stack_* functions get complete arrays. A single-model LSTM
-# with lengths runs as a stack of one.
+# Stacked shapes checked, forget_bias as an (M,) array of the data's dtype, lengths as an
+# (M, batch) int32 array. A single-model LSTM with lengths runs as a stack of one.
 
 def _stacked(op, name, a, models, tail, symbols, made_by, data=True):
     """a must be (M,) + tail; made_by names the weight that made the call a stack."""
@@ -202,14 +205,12 @@ def _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b):
     return hidden
 
 
-def _stack_backward(op, ctx, names, grads):
-    """The output gradients of a stack's backward: checked, None as zeros."""
+def _output_gradients(op, ctx, names, grads):
+    """The output gradients a backward takes: checked, None as zeros."""
     be, outputs, dtype = ctx[1], ctx[3], ctx[4]
-    filled = []
-    for index, (name, g) in enumerate(zip(names, grads)):
-        filled.append(be.zeros(tuple(outputs[index].shape), dtype) if g is None
-                      else _gradient(op, ctx, be, index, name, g))
-    return filled
+    return [be.zeros(outputs[index].shape, dtype) if g is None
+            else _gradient(op, ctx, be, index, names[index], g)
+            for index, g in enumerate(grads)]
 
 
 def _dense_stack(be, x, w, b, act):
@@ -308,14 +309,10 @@ def _run_lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, length
 def _lstm_with_lengths(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths):
     """One model's (checked) LSTM with lengths: a stack of one."""
     batch, steps = xs.shape[0], xs.shape[1]
-    hidden = w_hh.shape[0]
     lengths = be.asarray(_lengths("lstm", lengths, (batch,), steps)[None])
-    dtype = xs.dtype
-    h0 = be.zeros((1, batch, hidden), dtype) if h0 is None else h0[None]
-    c0 = be.zeros((1, batch, hidden), dtype) if c0 is None else c0[None]
-    forget_bias = be.asarray(np.full(1, forget_bias, dtype))
-    return _run_lstm_stack(be, xs[None], h0, c0, w_ih[None], w_hh[None], b[None], act, rec,
-                           forget_bias, lengths, "lstm lengths")
+    forget_bias = be.asarray(np.full(1, forget_bias, xs.dtype))
+    return _run_lstm_stack(be, xs[None], h0[None], c0[None], w_ih[None], w_hh[None], b[None],
+                           act, rec, forget_bias, lengths, "lstm lengths")
 
 
 def _gradient(op, ctx, backend, index, name, g):
@@ -429,16 +426,16 @@ def dense_backward(ctx, dy):
     if type(ctx) is not Context or ctx[0] != "dense":
         if type(ctx) is Context and ctx[0] == "dense stack":
             try:
-                return ctx[1].stack_dense_backward(ctx[2], *_stack_backward(op, ctx, ("dy",),
-                                                                            (dy,)))
+                return ctx[1].stack_dense_backward(ctx[2], *_output_gradients(op, ctx, ("dy",),
+                                                                              (dy,)))
             except Exception as error:
                 _backward_failed(op, ctx, error)
         _wrong_context(op, ctx, "dense")
     be = ctx[1]
     # the common case (a native array of the right dtype and shape) tested inline
-    if dy is not None and not (type(dy) is be.NATIVE_ARRAY and dy.dtype is ctx[4]
-                               and dy.shape == ctx[3][0].shape):
-        dy = _gradient(op, ctx, be, 0, "dy", dy)
+    if not (type(dy) is be.NATIVE_ARRAY and dy.dtype is ctx[4]
+            and dy.shape == ctx[3][0].shape):
+        (dy,) = _output_gradients(op, ctx, ("dy",), (dy,))
     try:
         return be.dense_backward(ctx[2], dy)
     except Exception as error:
@@ -512,17 +509,13 @@ def lstm_cell_backward(ctx, dh1, dc1=None):
         if type(ctx) is Context and ctx[0] == "lstm_cell stack":
             try:
                 return ctx[1].stack_lstm_cell_backward(
-                    ctx[2], *_stack_backward(op, ctx, ("dh1", "dc1"), (dh1, dc1)))
+                    ctx[2], *_output_gradients(op, ctx, ("dh1", "dc1"), (dh1, dc1)))
             except Exception as error:
                 _backward_failed(op, ctx, error)
         _wrong_context(op, ctx, "lstm_cell")
-    be = ctx[1]
-    if dh1 is not None:
-        dh1 = _gradient(op, ctx, be, 0, "dh1", dh1)
-    if dc1 is not None:
-        dc1 = _gradient(op, ctx, be, 1, "dc1", dc1)
     try:
-        return be.lstm_cell_backward(ctx[2], dh1, dc1)
+        return ctx[1].lstm_cell_backward(ctx[2], *_output_gradients(op, ctx, ("dh1", "dc1"),
+                                                                    (dh1, dc1)))
     except Exception as error:
         _backward_failed(op, ctx, error)
 
@@ -573,6 +566,12 @@ def lstm(xs, h0, c0, w_ih, w_hh, b, activation="tanh", recurrent_activation="sig
         if getattr(w_hh, "ndim", 0) == 3:
             return _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths)
         _check_lstm(op, xs, h0, c0, w_ih, w_hh, b)
+    if h0 is None or c0 is None:
+        state = (xs.shape[0], w_hh.shape[0])
+        if h0 is None:
+            h0 = be.zeros(state, xs.dtype)
+        if c0 is None:
+            c0 = be.zeros(state, xs.dtype)
     if lengths is not None:
         return _lstm_with_lengths(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths)
     try:
@@ -591,22 +590,16 @@ def lstm_backward(ctx, dhs, dhT=None, dcT=None):
         if type(ctx) is Context and ctx[0] in ("lstm stack", "lstm lengths"):
             return _lstm_stack_backward(op, ctx, dhs, dhT, dcT)
         _wrong_context(op, ctx, "lstm")
-    be = ctx[1]
-    if dhs is not None:
-        dhs = _gradient(op, ctx, be, 0, "dhs", dhs)
-    if dhT is not None:
-        dhT = _gradient(op, ctx, be, 1, "dhT", dhT)
-    if dcT is not None:
-        dcT = _gradient(op, ctx, be, 2, "dcT", dcT)
     try:
-        return be.lstm_backward(ctx[2], dhs, dhT, dcT)
+        return ctx[1].lstm_backward(ctx[2], *_output_gradients(op, ctx, ("dhs", "dhT", "dcT"),
+                                                               (dhs, dhT, dcT)))
     except Exception as error:
         _backward_failed(op, ctx, error)
 
 
 def _lstm_stack_backward(op, ctx, dhs, dhT, dcT):
     be = ctx[1]
-    grads = _stack_backward(op, ctx, ("dhs", "dhT", "dcT"), (dhs, dhT, dcT))
+    grads = _output_gradients(op, ctx, ("dhs", "dhT", "dcT"), (dhs, dhT, dcT))
     one_model = ctx[0] == "lstm lengths"
     if one_model:
         grads = [g[None] for g in grads]

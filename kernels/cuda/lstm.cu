@@ -3,7 +3,7 @@
 //
 // Reference: tinynet/backends/numpy_ref.py:lstm_forward, :lstm_backward
 //            (the pointwise cell math is lstm_math.cuh: _cell_step, _cell_step_backward).
-// Shapes:    xs (batch, steps, in), h0 and c0 (batch, H) or null (zeros), w_hh (H, 4H);
+// Shapes:    xs (batch, steps, in), h0 and c0 (batch, H), w_hh (H, 4H);
 //            hs and cs (batch, steps, H); gates (batch, steps, 4H); dz (batch, steps, 4H).
 //            Gate blocks i, f, g, o. All row-major and C-contiguous.
 //
@@ -103,8 +103,8 @@ __device__ __forceinline__ void lstm_forward_persistent(
 
     stage_recurrent_weights<false>(w_by_k, w_hh, hidden);
     const size_t state = (size_t)row * hidden + u;   // (row, u) of a (batch, H) array
-    T c = (active && c0) ? c0[state] : T(0);
-    T h = (active && h0) ? h0[state] : T(0);
+    T c = active ? c0[state] : T(0);
+    T h = active ? h0[state] : T(0);
     h_rows[slot * hidden + u] = h;   // buffer 0
 
     const size_t first_step = (size_t)row * steps;   // (row, t = 0) as a row of (batch*steps, .)
@@ -152,9 +152,9 @@ __device__ __forceinline__ void lstm_forward_persistent(
     }
 }
 
-// Backward (BPTT in reverse). dhs (batch, steps, H), dh_last, dc_last (batch, H): null means
-// zeros. Writes dz (batch, steps, 4H), the gradient of each step's gate pre-activations, and
-// dh0, dc0 (batch, H).
+// Backward (BPTT in reverse). dhs (batch, steps, H), dh_last, dc_last (batch, H): the
+// gradients of hs, h_last and c_last. Writes dz (batch, steps, 4H), the gradient of each
+// step's gate pre-activations, and dh0, dc0 (batch, H).
 template <typename T>
 __device__ __forceinline__ void lstm_backward_persistent(
     const T* __restrict__ gates, const T* __restrict__ cs, const T* __restrict__ c0,
@@ -174,8 +174,8 @@ __device__ __forceinline__ void lstm_backward_persistent(
     stage_recurrent_weights<true>(w_by_u, w_hh, hidden);
     const size_t state = (size_t)row * hidden + u;
     // dL/dh of the step being undone, from the later steps (and dh_last)
-    T dh_next = (active && dh_last) ? dh_last[state] : T(0);
-    T dc = (active && dc_last) ? dc_last[state] : T(0);
+    T dh_next = active ? dh_last[state] : T(0);
+    T dc = active ? dc_last[state] : T(0);
     const size_t first_step = (size_t)row * steps;
 
     // What step t reads from global memory; fetched one step ahead.
@@ -188,8 +188,8 @@ __device__ __forceinline__ void lstm_backward_persistent(
         StepInputs in;
         in.gate = load_gates(gates, first_step + t, hidden, u);
         in.c1 = cs[at];
-        in.c_prev = t > 0 ? cs[at - hidden] : (c0 ? c0[state] : T(0));
-        in.dh_out = dhs ? dhs[at] : T(0);
+        in.c_prev = t > 0 ? cs[at - hidden] : c0[state];
+        in.dh_out = dhs[at];
         return in;
     };
     StepInputs next{};

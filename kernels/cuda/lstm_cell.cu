@@ -30,9 +30,10 @@
 // (row, unit)). The whole-sequence LSTM uses them step by step for large H.
 //   lstm_cell_gates              gates, c1, h1 from zx + zh + b and c.
 //   lstm_cell_backward_pointwise dz (batch, 4H) and dc_out = dL/dc from dh = dh_a + dh_b,
-//                                dc_in, c, gates, c1. dh_a, dh_b, dc_in null mean zeros;
-//                                dc_out may alias dc_in (each thread reads then writes its
-//                                own element).
+//                                dc_in, c, gates, c1. dh_b is the second gradient term, or
+//                                null when there is only one (the single cell; a sequence's
+//                                step has dhs[t] and the recurrent gradient); dc_out may
+//                                alias dc_in (each thread reads then writes its own element).
 //
 // Assumptions: sizes fit in int; the GEMM kernels are launched with exactly 256 threads.
 
@@ -99,7 +100,7 @@ struct StackedWeightRows {
 };
 
 // A(m, k) = [x | h_prev][k][m] over rows k = r * steps + t: h_prev of row k is h0[r] at t = 0
-// (zeros if h0 is null) and hs[k - 1] otherwise. One cell: steps = 1, h0 = h.
+// and hs[k - 1] otherwise. One cell: steps = 1, h0 = h, hs null (never read).
 template <typename T>
 struct InputsThenPreviousHidden {
     static constexpr bool K_CONTIGUOUS = false;
@@ -114,7 +115,7 @@ struct InputsThenPreviousHidden {
         if (m < n_in) return x[(size_t)k * n_in + m];
         const int unit = m - n_in;
         if (k % steps != 0) return hs[(size_t)(k - 1) * hidden + unit];
-        return h0 ? h0[(size_t)(k / steps) * hidden + unit] : T(0);
+        return h0[(size_t)(k / steps) * hidden + unit];
     }
 };
 
@@ -202,7 +203,7 @@ __device__ __forceinline__ void lstm_cell_backward_dw(
                          split_rows, true, partials);
 }
 
-// zx, zh (batch, 4H); c (batch, H) or null (zeros); b (4H,).
+// zx, zh (batch, 4H); c (batch, H); b (4H,).
 template <typename T>
 __device__ __forceinline__ void lstm_cell_gates(
     const T* __restrict__ zx, const T* __restrict__ zh, const T* __restrict__ b,
@@ -220,15 +221,16 @@ __device__ __forceinline__ void lstm_cell_gates(
                          from_x.g + from_h.g + b[2 * hidden + u],
                          from_x.o + from_h.o + b[3 * hidden + u]};
         T c_next, h_next;
-        const Gates<T> gate = cell_forward(z, c ? c[e] : T(0), activation, recurrent_activation,
-                                           forget_bias, c_next, h_next);
+        const Gates<T> gate =
+            cell_forward(z, c[e], activation, recurrent_activation, forget_bias, c_next, h_next);
         store_gates(gates, m, hidden, u, gate);
         c1[e] = c_next;
         h1[e] = h_next;
     }
 }
 
-// dc_in and dc_out may be the same array: not __restrict__.
+// dh_b: the second gradient term, or null when there is only one. dc_in and dc_out may be
+// the same array: not __restrict__.
 template <typename T>
 __device__ __forceinline__ void lstm_cell_backward_pointwise(
     const T* __restrict__ dh_a, const T* __restrict__ dh_b, const T* dc_in,
@@ -240,11 +242,10 @@ __device__ __forceinline__ void lstm_cell_backward_pointwise(
          e += (size_t)gridDim.x * blockDim.x) {
         const size_t m = e / hidden;
         const int u = (int)(e % hidden);
-        const T dh = (dh_a ? dh_a[e] : T(0)) + (dh_b ? dh_b[e] : T(0));
-        T dc = dc_in ? dc_in[e] : T(0);
-        const Gates<T> dz_unit = cell_backward(dh, dc, c ? c[e] : T(0),
-                                               load_gates(gates, m, hidden, u), c1[e],
-                                               activation, recurrent_activation);
+        const T dh = dh_b ? dh_a[e] + dh_b[e] : dh_a[e];
+        T dc = dc_in[e];
+        const Gates<T> dz_unit = cell_backward(dh, dc, c[e], load_gates(gates, m, hidden, u),
+                                               c1[e], activation, recurrent_activation);
         store_gates(dz, m, hidden, u, dz_unit);
         dc_out[e] = dc;
     }

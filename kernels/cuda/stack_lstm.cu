@@ -5,9 +5,8 @@
 // Reference: tinynet/backends/numpy_ref.py:stack_lstm_forward, :stack_lstm_backward
 //            (the pointwise cell math is lstm_math.cuh: _cell_step, _cell_step_backward).
 //            The stacked LSTM cell (stack_lstm_cell_*) is this sequence with one step.
-// Shapes:    xs (M, batch, steps, in), h0 and c0 (M, batch, H) or null (zeros),
-//            w_ih (M, in, 4H), w_hh (M, H, 4H), b (M, 4H), forget_bias (M,),
-//            lengths (M, batch) or null (every sequence `steps` long);
+// Shapes:    xs (M, batch, steps, in), h0 and c0 (M, batch, H),
+//            w_ih (M, in, 4H), w_hh (M, H, 4H), b (M, 4H), forget_bias (M,), lengths (M, batch);
 //            hs and cs (M, batch, steps, H); gates and dz (M, batch, steps, 4H).
 //            Gate blocks i, f, g, o. All row-major and C-contiguous.
 //
@@ -82,7 +81,7 @@ __device__ __forceinline__ void stack_lstm_forward(
     const int pair = blockIdx.x * blockDim.y + slot;
     const bool active = pair < pairs;   // inactive threads still take part in every barrier
     const int model = active ? pair / batch : 0;
-    const int length = active ? (lengths ? lengths[pair] : steps) : 0;
+    const int length = active ? lengths[pair] : 0;
 
     const T* w_in = w_ih + (size_t)model * n_in * 4 * hidden;     // (in, 4H) of the model
     const T* w_rec = w_hh + (size_t)model * hidden * 4 * hidden;  // (H, 4H) of the model
@@ -90,8 +89,8 @@ __device__ __forceinline__ void stack_lstm_forward(
     const T model_forget_bias = active ? forget_bias[model] : T(0);
 
     const size_t state = (size_t)pair * hidden + u;   // (pair, u) of a (M, batch, H) array
-    T h = (active && h0) ? h0[state] : T(0);
-    T c = (active && c0) ? c0[state] : T(0);
+    T h = active ? h0[state] : T(0);
+    T c = active ? c0[state] : T(0);
     h_rows[0][slot * hidden + u] = h;
     // Barrier: h buffer 0 is complete before step 0 reads it.
     __syncthreads();
@@ -128,8 +127,9 @@ __device__ __forceinline__ void stack_lstm_forward(
 }
 
 // Backward (BPTT in reverse). dhs (M, batch, steps, H), dh_last and dc_last (M, batch, H):
-// null means zeros. Writes dz (the gradient of each valid step's gate pre-activations, read
-// by stack_lstm_backward_dw), dxs = dz @ w_ih.T (zeros at padding), dh0 and dc0.
+// the gradients of hs, h_last and c_last. Writes dz (the gradient of each valid step's gate
+// pre-activations, read by stack_lstm_backward_dw), dxs = dz @ w_ih.T (zeros at padding),
+// dh0 and dc0.
 template <typename T>
 __device__ __forceinline__ void stack_lstm_backward(
     const T* __restrict__ gates, const T* __restrict__ cs, const T* __restrict__ c0,
@@ -145,25 +145,25 @@ __device__ __forceinline__ void stack_lstm_backward(
     const int pair = blockIdx.x * blockDim.y + slot;
     const bool active = pair < pairs;   // inactive threads still take part in every barrier
     const int model = active ? pair / batch : 0;
-    const int length = active ? (lengths ? lengths[pair] : steps) : 0;
+    const int length = active ? lengths[pair] : 0;
 
     const T* w_in = w_ih + (size_t)model * n_in * 4 * hidden;     // (in, 4H) of the model
     const T* w_rec = w_hh + (size_t)model * hidden * 4 * hidden;  // (H, 4H) of the model
 
     const size_t state = (size_t)pair * hidden + u;
     // dL/dh of the step being undone, from the later steps (and dh_last); here unit k = u
-    T dh_next = (active && dh_last) ? dh_last[state] : T(0);
-    T dc = (active && dc_last) ? dc_last[state] : T(0);
+    T dh_next = active ? dh_last[state] : T(0);
+    T dc = active ? dc_last[state] : T(0);
 
     for (int t = steps - 1; t >= 0; --t) {
         const size_t at = (size_t)pair * steps + t;
         const bool valid = t < length;
         Gates<T> dz_unit{};
         if (valid) {
-            const T c_prev = t > 0 ? cs[(at - 1) * hidden + u] : (c0 ? c0[state] : T(0));
-            const T dh_out = dhs ? dhs[at * hidden + u] : T(0);
-            dz_unit = cell_backward(dh_next + dh_out, dc, c_prev, load_gates(gates, at, hidden, u),
-                                    cs[at * hidden + u], activation, recurrent_activation);
+            const T c_prev = t > 0 ? cs[(at - 1) * hidden + u] : c0[state];
+            dz_unit = cell_backward(dh_next + dhs[at * hidden + u], dc, c_prev,
+                                    load_gates(gates, at, hidden, u), cs[at * hidden + u],
+                                    activation, recurrent_activation);
             store_gates(dz, at, hidden, u, dz_unit);
         }
         Gates<T>* dz_row = dz_rows[t & 1] + slot * hidden;
@@ -188,8 +188,8 @@ __device__ __forceinline__ void stack_lstm_backward(
 
 // [dw_ih; dw_hh; db] of every model: element (m, f, j) of a virtual (M, in + H + 1, 4H) array
 // is the sum over the model's rows r and valid steps t, in that order, of a * dz[m, r, t, j]
-// with a = xs[m, r, t, f] (f < in), h_prev[m, r, t, f - in] (f < in + H; h0 at t = 0, zeros
-// if null, else hs at t - 1), or 1 (f = in + H: db).
+// with a = xs[m, r, t, f] (f < in), h_prev[m, r, t, f - in] (f < in + H; h0 at t = 0, else hs
+// at t - 1), or 1 (f = in + H: db).
 template <typename T>
 __device__ __forceinline__ void stack_lstm_backward_dw(
     const T* __restrict__ xs, const T* __restrict__ h0, const T* __restrict__ hs,
@@ -207,7 +207,7 @@ __device__ __forceinline__ void stack_lstm_backward_dw(
         T sum = T(0);
         for (int r = 0; r < batch; ++r) {
             const int pair = model * batch + r;
-            const int length = lengths ? lengths[pair] : steps;
+            const int length = lengths[pair];
             for (int t = 0; t < length; ++t) {
                 const size_t at = (size_t)pair * steps + t;
                 const T g = dz[at * columns + j];
@@ -215,7 +215,7 @@ __device__ __forceinline__ void stack_lstm_backward_dw(
                     sum += xs[at * n_in + f] * g;
                 else if (f < n_in + hidden)
                     sum += (t > 0 ? hs[(at - 1) * hidden + (f - n_in)]
-                                  : (h0 ? h0[(size_t)pair * hidden + (f - n_in)] : T(0))) * g;
+                                  : h0[(size_t)pair * hidden + (f - n_in)]) * g;
                 else
                     sum += g;
             }

@@ -4,7 +4,7 @@ backward (BPTT in reverse) in another, with the weight gradients accumulated ins
 Must match tinynet/backends/numpy_ref.py: lstm_forward, lstm_backward. The gate math of one
 step is kernels/numba_cpu/lstm_cell.py gates_forward / gates_backward.
 
-Shapes: xs (batch, steps, in), h0 and c0 (batch, H) or (0, 0) for None (zeros), w_ih (in, 4H),
+Shapes: xs (batch, steps, in), h0 and c0 (batch, H), w_ih (in, 4H),
 w_hh (H, 4H), b (4H,), gate blocks i, f, g, o. hs and cs (batch, steps, H): h and c after
 each step; gates (batch, steps, 5H) = i, f, g, o, a(c) after each step: what the backward
 reads. Activation codes (act, rec): tinynet/_activations.py CODES.
@@ -28,22 +28,16 @@ from tinynet.kernels.numba_cpu.lstm_cell import gates_backward, gates_forward
 def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, hs, cs, gates, hT, cT):
     # xs (batch, steps, in), or xs @ w_ih (batch, steps, 4H) when projected.
     # Writes hs, cs (batch, steps, H), gates (batch, steps, 5H), hT, cT (batch, H).
-    # An absent initial state (None in ops: zeros) comes as an empty array.
     batch, steps = xs.shape[0], xs.shape[1]
     n_in, four_h = w_ih.shape
     hidden = w_hh.shape[0]
-    has_h0, has_c0 = h0.size != 0, c0.size != 0
     z = np.empty(four_h, xs.dtype)          # one step's gate pre-activations, bias not added
     for row in range(batch):
-        if has_h0:
-            hT[row] = h0[row]
-        else:
-            hT[row] = 0
-        if has_c0:
-            cT[row] = c0[row]
-        else:
-            cT[row] = 0
-        h = hT[row]                           # the state before step t
+        # the state before step t: h0 and c0 copied into hT and cT first, so that h and c are
+        # writable arrays at every step (one type for Numba)
+        hT[row] = h0[row]
+        cT[row] = c0[row]
+        h = hT[row]
         c = cT[row]
         for t in range(steps):
             if projected:
@@ -70,14 +64,10 @@ def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, ac
     # Gradients of hs (batch, steps, H), hT and cT (batch, H) -> dh0, dc0 (batch, H),
     # dw_hh (H, 4H), db (4H,), and: dxs (batch, steps, in) and dw_ih (in, 4H) when not
     # projected; when projected, dz (batch, steps, 4H) in dxs, dw_ih untouched.
-    # An absent initial state or gradient (None in ops: zeros) comes as an empty array.
     batch, steps = xs.shape[0], xs.shape[1]
     n_in, four_h = w_ih.shape
     hidden = w_hh.shape[0]
-    has_h0, has_c0 = h0.size != 0, c0.size != 0
-    has_dhs, has_dhT, has_dcT = dhs.size != 0, dhT.size != 0, dcT.size != 0
     zero = xs.dtype.type(0)
-    zero_state = np.zeros(hidden, xs.dtype)   # h0 or c0 when absent
     if not projected:
         dw_ih[:, :] = 0
     dw_hh[:, :] = 0
@@ -86,24 +76,17 @@ def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, ac
     for row in range(batch):
         dh = dh0[row]                         # gradient of h after step t, then before it
         dc = dc0[row]
-        if has_dhT:
-            dh[:] = dhT[row]
-        else:
-            dh[:] = zero
-        if has_dcT:
-            dc[:] = dcT[row]
-        else:
-            dc[:] = zero
+        dh[:] = dhT[row]
+        dc[:] = dcT[row]
         for t in range(steps - 1, -1, -1):
-            if has_dhs:
-                for u in range(hidden):
-                    dh[u] += dhs[row, t, u]
+            for u in range(hidden):
+                dh[u] += dhs[row, t, u]
             if t > 0:
                 c_prev = cs[row, t - 1]
                 h_prev = hs[row, t - 1]
             else:
-                c_prev = c0[row] if has_c0 else zero_state
-                h_prev = h0[row] if has_h0 else zero_state
+                c_prev = c0[row]
+                h_prev = h0[row]
             dz = dxs[row, t] if projected else dz_step
             gates_backward(gates[row, t], c_prev, dh, dc, act, rec, dz, dc)
             for j in range(four_h):

@@ -34,24 +34,17 @@ import math
 from numba import cuda
 
 from ..numba_math import activate, activation_grad
+from ..split_k import split_rows
 from .tiles import (LOADS, PADDED, PER_THREAD, SIDE, TILE, TILE_K, VECTOR_ALIGNMENT, c_array,
                     device, multiply_tiles, scalar, stage_natural, stage_transposed,
                     tile_origin, zero_accumulators)
 
-# Split of the batch for dense_backward_dw: enough chunks for about TARGET_BLOCKS blocks
-# (two per SM of a 132-SM H100/H200) but at least ROWS_PER_CHUNK_MIN rows per chunk, so
-# that small batches are one chunk (no partials, no second kernel). Depends on the shape
-# only, so the summation order, and the result, is the same on every run.
-TARGET_BLOCKS = 264
-ROWS_PER_CHUNK_MIN = 256
-
-
 def batch_split(batch, n_in, n_out):
-    """(chunks, rows_per_chunk) for dense_backward_dw; rows_per_chunk a multiple of TILE_K."""
+    """(chunks, rows_per_chunk) for dense_backward_dw by the rule both GPU families share
+    (kernels/split_k.py); rows_per_chunk a multiple of TILE_K."""
     tiles = math.ceil(max(n_in, 1) / TILE) * math.ceil(n_out / TILE)
-    chunks = max(1, min(math.ceil(batch / ROWS_PER_CHUNK_MIN), TARGET_BLOCKS // max(tiles, 1)))
-    rows_per_chunk = max(TILE_K, math.ceil(batch / chunks / TILE_K) * TILE_K)
-    return max(1, math.ceil(batch / rows_per_chunk)), rows_per_chunk
+    rows_per_chunk, chunks = split_rows(batch, tiles, TILE_K)
+    return chunks, rows_per_chunk
 
 
 @device

@@ -205,10 +205,10 @@ def lstm_backward_source(dtype, hidden):
     zero = dtype(0)
     one = dtype(1)
 
-    def lstm_backward(xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec, dhs, has_dhs, dhT, dcT,
+    def lstm_backward(xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec, dhs, dhT, dcT,
                       dz_all, dxs, dh0, dc0, dw_partial):
         # saved by the forward: xs, h0, c0, w_ih, w_hh, hs, cs, gates
-        # dhs (batch, steps, H) read only if has_dhs; dhT, dcT (batch, H)
+        # dhs (batch, steps, H); dhT, dcT (batch, H)
         # out: dz_all (batch, steps, 4H) scratch; dxs (batch, steps, in); dh0, dc0 (batch, H);
         #      dw_partial (blocks, in + H + 1, 4H)
         batch, steps, n_in = xs.shape
@@ -246,8 +246,7 @@ def lstm_backward_source(dtype, hidden):
             dz_g = zero
             dz_o = zero
             if row < batch:
-                if has_dhs:
-                    dh += dhs[row, t, unit]
+                dh += dhs[row, t, unit]
                 c_before = cs[row, t - 1, unit] if t > 0 else c0[row, unit]
                 dz_i, dz_f, dz_g, dz_o, dc = cell_backward(
                     gates[row, t, unit], gates[row, t, hidden + unit],
@@ -351,6 +350,6 @@ def lstm_backward_source(dtype, hidden):
 def lstm_backward_argtypes(dtype):
     return (c_array(dtype, 3), c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2),
             c_array(dtype, 2), c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 3),
-            scalar(int), scalar(int), c_array(dtype, 3), scalar(bool), c_array(dtype, 2),
-            c_array(dtype, 2), c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 2),
-            c_array(dtype, 2), c_array(dtype, 3))
+            scalar(int), scalar(int), c_array(dtype, 3), c_array(dtype, 2), c_array(dtype, 2),
+            c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 2), c_array(dtype, 2),
+            c_array(dtype, 3))

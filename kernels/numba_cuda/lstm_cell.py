@@ -167,12 +167,12 @@ def lstm_cell_forward_grid(batch, hidden):
 
 
 def lstm_cell_backward_dz_source(dtype):
-    def lstm_cell_backward_dz(gates, cs, step, c_src, step_c, act, rec, dh_carry, dhs,
-                              has_dhs, dc, dz_step, dz_all):
+    def lstm_cell_backward_dz(gates, cs, step, c_src, step_c, act, rec, dh_carry, dhs, dc,
+                              dz_step, dz_all):
         # gates (batch, *, 4H), cs (batch, *, H) at step: saved by the forward
         # c_src (batch, *, H) at step_c: the cell state before the step
         # dh_carry (batch, H): gradient reaching h1 from later steps (or the caller)
-        # dhs (batch, *, H) at step, added to it if has_dhs
+        # dhs (batch, *, H) at step: the gradient of the step's output h1, added to dh_carry
         # dc (batch, H): in, the gradient of c1; out, the gradient of c before the step
         # out: dz_step (batch, 4H) and dz_all (batch, *, 4H) at step
         batch, hidden = dc.shape
@@ -180,9 +180,7 @@ def lstm_cell_backward_dz_source(dtype):
         if index < batch * hidden:
             row = index // hidden
             unit = index % hidden
-            dh = dh_carry[row, unit]
-            if has_dhs:
-                dh += dhs[row, step, unit]
+            dh = dh_carry[row, unit] + dhs[row, step, unit]
             dz_i, dz_f, dz_g, dz_o, dc_before = cell_backward(
                 gates[row, step, unit], gates[row, step, hidden + unit],
                 gates[row, step, 2 * hidden + unit], gates[row, step, 3 * hidden + unit],
@@ -202,7 +200,7 @@ def lstm_cell_backward_dz_source(dtype):
 def lstm_cell_backward_dz_argtypes(dtype):
     step = scalar(int)
     return (c_array(dtype, 3), c_array(dtype, 3), step, c_array(dtype, 3), step, scalar(int),
-            scalar(int), c_array(dtype, 2), c_array(dtype, 3), scalar(bool), c_array(dtype, 2),
+            scalar(int), c_array(dtype, 2), c_array(dtype, 3), c_array(dtype, 2),
             c_array(dtype, 2), c_array(dtype, 3))
 
 

@@ -129,9 +129,9 @@ def stack_lstm_backward_source(dtype, hidden):
     one = dtype(1)
 
     def stack_lstm_backward(xs, h0, c0, w_ih, w_hh, hs, cs, gates, lengths, act, rec, dhs,
-                            has_dhs, dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial):
+                            dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial):
         # saved by the forward: xs, h0, c0, w_ih, w_hh, hs, cs, gates, lengths
-        # dhs (M, batch, steps, H) read only if has_dhs; dhT, dcT (M, batch, H)
+        # dhs (M, batch, steps, H); dhT, dcT (M, batch, H)
         # out: dz_all (steps, 4H, M * batch) scratch; dxs (M, batch, steps, in);
         #      dh0, dc0 (M, batch, H); dw_partial (batch, M, in + H + 1, 4H)
         n_models, batch, steps, n_in = xs.shape
@@ -150,7 +150,7 @@ def stack_lstm_backward_source(dtype, hidden):
         for t in range(steps - 1, -1, -1):
             if t < length:
                 for k in range(hidden):
-                    dh_k = (dh[k] + dhs[m, r, t, k]) if has_dhs else dh[k]
+                    dh_k = dh[k] + dhs[m, r, t, k]
                     c_before = cs[t - 1, k, thread] if t > 0 else c0[m, r, k]
                     dz_i, dz_f, dz_g, dz_o, dc_k = cell_backward(
                         gates[t, k, thread], gates[t, hidden + k, thread],
@@ -204,6 +204,6 @@ def stack_lstm_backward_source(dtype, hidden):
 def stack_lstm_backward_argtypes(dtype):
     return (c_array(dtype, 4), c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 3),
             c_array(dtype, 3), c_array(dtype, 4), c_array(dtype, 3), c_array(dtype, 3),
-            c_array(np.int32, 2), scalar(int), scalar(int), c_array(dtype, 4), scalar(bool),
+            c_array(np.int32, 2), scalar(int), scalar(int), c_array(dtype, 4),
             c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 4),
             c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 4))

@@ -300,4 +300,4 @@ def test_stack_lstm_wider_than_a_block_is_refused():
     xs, h0, c0, w_ih, b = arrays
     with pytest.raises(ValueError, match="H = 513"):
         cupy_cuda.stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, "tanh", "sigmoid",
-                                     cupy.zeros(1, np.float32), None)
+                                     cupy.zeros(1, np.float32), cupy.zeros((1, 1), np.int32))

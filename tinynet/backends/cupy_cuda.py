@@ -42,6 +42,7 @@ import numpy as np
 
 import tinynet.kernels
 from tinynet._activations import CODES
+from tinynet.kernels.split_k import split_rows
 
 NAME = "cupy"
 IS_GPU = True
@@ -115,11 +116,6 @@ _STACK_MAX_THREADS = _constant("stack_lstm.cu", "STACK_MAX_THREADS")
 _MAX_GRID_Y = 65535                 # CUDA's limit on gridDim.y
 
 
-# Grid sizing (provisional, like FUSED_MAX_WIDTH): split-K reductions aim at about this many
-# blocks (~4 per SM of a 132-SM H200), each split at least _MIN_SPLIT_ROWS rows. They depend
-# on the shapes only, never on the device, so a result does not change with the GPU model.
-_SPLIT_BLOCKS = 512
-_MIN_SPLIT_ROWS = 256
 _ELEMENTWISE_BLOCK = (256, 1, 1)
 _ELEMENTWISE_MAX_BLOCKS = 4096      # grid-stride loops cover the rest
 
@@ -225,14 +221,6 @@ def _c(a):
     return None if a is None else cupy.ascontiguousarray(a)
 
 
-def _split(rows, tiles, multiple=1):
-    """(rows per split, splits) of a reduction over `rows` by `tiles` blocks per split."""
-    wanted = max(1, _SPLIT_BLOCKS // max(tiles, 1))
-    per_split = max(_MIN_SPLIT_ROWS, _cdiv(rows, wanted))
-    per_split = _cdiv(per_split, multiple) * multiple
-    return per_split, max(1, _cdiv(rows, per_split))
-
-
 def _reduce_splits(source, entry, partials, out, splits):
     """out (count,) = partials (splits, count) summed over splits in order."""
     _launch_elementwise(source, entry, out.dtype, out.size,
@@ -251,7 +239,7 @@ def _grad_prologue(dy, y, code, want_dz, want_sums):
     dz = cupy.empty_like(dy) if want_dz else None
     sums = cupy.empty(cols, dy.dtype) if want_sums else None
     col_blocks = _cdiv(cols, _PROLOGUE_BLOCK[0])
-    chunk_rows, chunks = _split(rows, col_blocks)
+    chunk_rows, chunks = split_rows(rows, col_blocks)
     partials = sums if chunks == 1 or not want_sums else cupy.empty((chunks, cols), dy.dtype)
     _launch("dense.cu", "dense_grad_prologue", dy.dtype, (col_blocks, chunks, 1), _PROLOGUE_BLOCK,
             (dy, y, dz, partials, _i32(rows), _i32(cols), _i32(chunk_rows), _i32(code)))
@@ -305,7 +293,7 @@ def dense_forward(x, w, b, activation):
 def dense_backward(saved, dy):
     x, w, has_bias, code, y = saved
     dtype = x.dtype
-    dy = cupy.zeros_like(y) if dy is None else _c(dy)
+    dy = _c(dy)
     batch, n_in = x.shape
     n_out = w.shape[1]
     if not _dense_fused(n_in, n_out):
@@ -328,11 +316,11 @@ def dense_backward(saved, dy):
     if has_bias:
         row_tiles = max(1, row_tiles)        # the first row tile sums db, even when in = 0
     col_tiles = _cdiv(n_out, _DENSE_COLS_TILE)
-    split_rows, splits = _split(batch, row_tiles * col_tiles, _K_SLAB)
+    rows_per_split, splits = split_rows(batch, row_tiles * col_tiles, _K_SLAB)
     partials = out if splits == 1 else cupy.empty((splits, size), dtype)
     _launch("dense.cu", "dense_backward_dw", dtype, (row_tiles, col_tiles, splits), _GEMM_BLOCK,
             (x, dy, y, partials, _i32(batch), _i32(n_in), _i32(n_out), _i32(code),
-             _i32(has_bias), _i32(split_rows)))
+             _i32(has_bias), _i32(rows_per_split)))
     if splits > 1:
         _reduce_splits("dense.cu", "dense_reduce_splits", partials, out, splits)
     dw = out[:n_in * n_out].reshape(n_in, n_out)
@@ -347,8 +335,8 @@ def _cell_fused(n_in, hidden):
 
 def _lstm_dw(x, h0, hs, dz, steps):
     """[dw_ih; dw_hh; db] = [x | h_prev].T @ dz and sum(dz) over rows r * steps + t of
-    x (rows, in), dz (rows, 4H), h_prev = h0[r] at t = 0 (zeros if None), hs[row - 1] after
-    (lstm_cell.cu:lstm_cell_backward_dw). One cell: steps = 1, h0 = h, hs = None."""
+    x (rows, in), dz (rows, 4H), h_prev = h0[r] at t = 0, hs[row - 1] after
+    (lstm_cell.cu:lstm_cell_backward_dw). One cell: steps = 1, h0 = h, hs = None (not read)."""
     rows, n_in = x.shape
     gate_columns = dz.shape[1]
     hidden = gate_columns // 4
@@ -356,11 +344,11 @@ def _lstm_dw(x, h0, hs, dz, steps):
     dtype = x.dtype
     out = cupy.empty((features + 1) * gate_columns, dtype)
     tiles = (_cdiv(features, _CELL_ROWS_TILE), _cdiv(gate_columns, _CELL_COLS_TILE))
-    split_rows, splits = _split(rows, tiles[0] * tiles[1], _K_SLAB)
+    rows_per_split, splits = split_rows(rows, tiles[0] * tiles[1], _K_SLAB)
     partials = out if splits == 1 else cupy.empty((splits, out.size), dtype)
     _launch("lstm_cell.cu", "lstm_cell_backward_dw", dtype, (*tiles, splits), _GEMM_BLOCK,
             (x, h0, hs, dz, partials, _i32(rows), _i32(max(steps, 1)), _i32(n_in), _i32(hidden),
-             _i32(split_rows)))
+             _i32(rows_per_split)))
     if splits > 1:
         _reduce_splits("lstm_cell.cu", "lstm_cell_reduce_splits", partials, out, splits)
     out = out.reshape(features + 1, gate_columns)
@@ -398,6 +386,7 @@ def lstm_cell_backward(saved, dh1, dc1):
     hidden = h.shape[1]
     dz = cupy.empty((batch, 4 * hidden), dtype)
     dc = cupy.empty((batch, hidden), dtype)
+    # one gradient of h1: the kernel's second term dh_b is null
     _launch_elementwise("lstm_cell.cu", "lstm_cell_backward_pointwise", dtype, batch * hidden,
                         (_c(dh1), None, _c(dc1), c, gates, c1, dz, dc, _i32(batch), _i32(hidden),
                          _i32(act), _i32(rec)))
@@ -447,7 +436,7 @@ def _launch_persistent(source, entry, dtype, batch, hidden, args, backward):
 
 
 def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
+    # xs (batch, steps, in), h0 and c0 (batch, H) -> hs (batch, steps, H), hT, cT (batch, H)
     xs, h0, c0, w_ih, w_hh, b = (_c(a) for a in (xs, h0, c0, w_ih, w_hh, b))
     hidden = w_hh.shape[0]
     act, rec = CODES[activation], CODES[recurrent_activation]
@@ -512,15 +501,13 @@ def _lstm_forward_per_step(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias):
     hs_tm = cupy.empty((steps, batch, hidden), dtype)
     cs_tm = cupy.empty((steps, batch, hidden), dtype)
     gates_tm = cupy.empty((steps, batch, 4 * hidden), dtype)
-    h = cupy.zeros((batch, hidden), dtype) if h0 is None else h0
-    c = c0                                                  # None: zeros, inside the kernel
+    h, c = h0, c0
     for t in range(steps):
         _launch_elementwise("lstm_cell.cu", "lstm_cell_gates", dtype, batch * hidden,
                             (x_proj[t], h @ w_hh, b, c, hs_tm[t], cs_tm[t], gates_tm[t],
                              _i32(batch), _i32(hidden), _i32(act), _i32(rec), forget_bias))
         h, c = hs_tm[t], cs_tm[t]
-    h_last = h.copy()
-    c_last = cupy.zeros((batch, hidden), dtype) if c is None else c.copy()
+    h_last, c_last = h.copy(), c.copy()     # not views of hs_tm, cs_tm; nor h0, c0 (steps = 0)
     hs = cupy.ascontiguousarray(hs_tm.transpose(1, 0, 2))
     saved = ("per_step", xs_tm, h0, c0, w_ih, w_hh, hs_tm, cs_tm, gates_tm, act, rec)
     return hs, h_last, c_last, saved
@@ -531,27 +518,22 @@ def _lstm_backward_per_step(saved, dhs, dhT, dcT):
     dtype = xs_tm.dtype
     steps, batch, n_in = xs_tm.shape
     hidden = w_hh.shape[0]
-    dhs_tm = None if dhs is None else cupy.ascontiguousarray(dhs.transpose(1, 0, 2))
+    dhs_tm = cupy.ascontiguousarray(dhs.transpose(1, 0, 2))
     dz_tm = cupy.empty((steps, batch, 4 * hidden), dtype)
-    dc = cupy.zeros((batch, hidden), dtype) if dcT is None else dcT.copy()
-    dh_next = dhT                                           # None: zeros, inside the kernel
+    dc = dcT.copy()                                         # updated in place, step by step
+    dh_next = dhT
     for t in reversed(range(steps)):
         c_prev = cs_tm[t - 1] if t > 0 else c0
         _launch_elementwise("lstm_cell.cu", "lstm_cell_backward_pointwise", dtype,
                             batch * hidden,
-                            (dh_next, None if dhs_tm is None else dhs_tm[t], dc, c_prev,
-                             gates_tm[t], cs_tm[t], dz_tm[t], dc, _i32(batch), _i32(hidden),
-                             _i32(act), _i32(rec)))
+                            (dh_next, dhs_tm[t], dc, c_prev, gates_tm[t], cs_tm[t], dz_tm[t], dc,
+                             _i32(batch), _i32(hidden), _i32(act), _i32(rec)))
         dh_next = dz_tm[t] @ w_hh.T                         # cuBLAS
-    if steps:
-        dh0 = dh_next
-    else:                                                   # dh0 = dhT, never the input itself
-        dh0 = cupy.zeros((batch, hidden), dtype) if dhT is None else dhT.copy()
+    dh0 = dh_next if steps else dhT.copy()                  # never the input itself
     rows = steps * batch
     dz_rows = dz_tm.reshape(rows, 4 * hidden)
     dxs = cupy.ascontiguousarray((dz_rows @ w_ih.T).reshape(steps, batch, n_in).transpose(1, 0, 2))
-    h_start = cupy.zeros((batch, hidden), dtype) if h0 is None else h0
-    h_prev = cupy.concatenate([h_start[None], hs_tm[:-1]]) if steps else hs_tm
+    h_prev = cupy.concatenate([h0[None], hs_tm[:-1]]) if steps else hs_tm
     dw_ih = xs_tm.reshape(rows, n_in).T @ dz_rows
     dw_hh = h_prev.reshape(rows, hidden).T @ dz_rows
     return dxs, dh0, dc, dw_ih, dw_hh, _column_sums(dz_rows)
@@ -613,7 +595,7 @@ def _stack_lstm_block(pairs, hidden):
 def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
                        forget_bias, lengths):
     # xs (M, batch, steps, in), h0 and c0 (M, batch, H), forget_bias (M,), lengths (M, batch)
-    # int32 or None (every sequence `steps` long) -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
     xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths = (
         _c(a) for a in (xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths))
     dtype = xs.dtype
@@ -624,7 +606,7 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
                          f"H = {_STACK_MAX_THREADS}; got w_hh of shape {w_hh.shape} (H = {hidden})"
                          ": run the models one at a time (2-D weights), or use the numba-cuda "
                          "backend")
-    if lengths is not None and lengths.dtype != np.int32:
+    if lengths.dtype != np.int32:
         raise ValueError(f"the cupy backend takes lengths as int32, got {lengths.dtype}: "
                          "pass them through tinynet.ops.lstm, which converts them")
     act, rec = CODES[activation], CODES[recurrent_activation]
@@ -677,11 +659,15 @@ def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activa
                             forget_bias):
     # x (M, batch, in), h and c (M, batch, H), forget_bias (M,): the sequence of one step
     x = _c(x)
+    lengths = cupy.empty(x.shape[:2], np.int32)
+    lengths.fill(1)                                     # every sequence one step long
     _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
-                                          recurrent_activation, forget_bias, None)
+                                          recurrent_activation, forget_bias, lengths)
     return h1, c1, saved
 
 
 def stack_lstm_cell_backward(saved, dh1, dc1):
-    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, _c(dh1)[:, :, None, :], None, dc1)
+    # h1 is the sequence's hT; its hs (the same values) is not an output: zero gradient
+    dhs = cupy.zeros((*dh1.shape[:2], 1, dh1.shape[2]), dh1.dtype)
+    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, dhs, dh1, dc1)
     return dxs[:, :, 0], dh, dc, dw_ih, dw_hh, db

@@ -195,20 +195,11 @@ def _read_only_empty(dtype):
 
 
 _NO_BIAS = {dtype: _read_only_empty(dtype) for dtype in _KERNELS}
-# ndim -> dtype -> an empty read-only array standing for an argument that is None (zeros):
-# an initial state of lstm, a gradient of lstm_backward
-_ABSENT = {ndim: {dtype: _read_only_empty(dtype).reshape((0,) * ndim) for dtype in _KERNELS}
-           for ndim in (2, 3)}
 # db for a forward without bias: the kernels sum nothing into a (0,) array, and writing
 # nothing, one shared array serves every thread
 _NO_BIAS_GRAD = {dtype: np.empty(0, dtype) for dtype in _KERNELS}
 
 _contiguous = np.ascontiguousarray
-
-
-def _zeros_like(a):
-    # np.zeros: several times faster than np.zeros_like on the tiny arrays here
-    return np.zeros(a.shape, a.dtype)
 
 _SIGMOID = CODES["sigmoid"]
 _TANH = CODES["tanh"]
@@ -257,7 +248,7 @@ def dense_forward(x, w, b, activation):
 
 def dense_backward(saved, dy):
     x, w, has_bias, code, y, kernels, loops, x_shape, w_shape = saved
-    dy = _zeros_like(y) if dy is None else _contiguous(dy)
+    dy = _contiguous(dy)
     dtype = x.dtype
     db = np.empty(w_shape[1], dtype) if has_bias else _NO_BIAS_GRAD[dtype]
     if loops:
@@ -298,8 +289,7 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, 
 
 def lstm_cell_backward(saved, dh1, dc1):
     x, h, c, w_ih, w_hh, gates, act, rec = saved
-    dh1 = _zeros_like(h) if dh1 is None else _contiguous(dh1)
-    dc1 = _zeros_like(c) if dc1 is None else _contiguous(dc1)
+    dh1, dc1 = _contiguous(dh1), _contiguous(dc1)
     dtype = x.dtype
     batch, n_in = x.shape
     hidden = h.shape[1]
@@ -322,15 +312,12 @@ def lstm_cell_backward(saved, dh1, dc1):
 # --- LSTM over a whole sequence ------------------------------------------------------
 
 def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
-    xs = _contiguous(xs)
+    # xs (batch, steps, in), h0 and c0 (batch, H) -> hs (batch, steps, H)
+    xs, h0, c0 = _contiguous(xs), _contiguous(h0), _contiguous(c0)
     w_ih, w_hh, b = _contiguous(w_ih), _contiguous(w_hh), _contiguous(b)
     dtype = xs.dtype
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
-    # an absent initial state goes in as an empty array, which the kernels read as zeros
-    h0 = _ABSENT[2][dtype] if h0 is None else _contiguous(h0)
-    c0 = _ABSENT[2][dtype] if c0 is None else _contiguous(c0)
     hs = np.empty((batch, steps, hidden), dtype)
     cs = np.empty((batch, steps, hidden), dtype)
     gates = np.empty((batch, steps, 5 * hidden), dtype)     # i, f, g, o, a(c) per step
@@ -354,11 +341,7 @@ def lstm_backward(saved, dhs, dhT, dcT):
     dtype = xs.dtype
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
-    # an absent gradient goes in as an empty array, which the kernel skips (cheaper than
-    # allocating zeros)
-    dhs = _ABSENT[3][dtype] if dhs is None else _contiguous(dhs)
-    dhT = _ABSENT[2][dtype] if dhT is None else _contiguous(dhT)
-    dcT = _ABSENT[2][dtype] if dcT is None else _contiguous(dcT)
+    dhs, dhT, dcT = _contiguous(dhs), _contiguous(dhT), _contiguous(dcT)
     dh0 = np.empty((batch, hidden), dtype)
     dc0 = np.empty((batch, hidden), dtype)
     dw_ih = np.empty((n_in, 4 * hidden), dtype)          # written by the loop unless projected

@@ -222,9 +222,6 @@ def dense_forward(x, w, b, activation):
 
 def dense_backward(saved, dy):
     x, w, has_bias, activation, y = saved
-    if dy is None:
-        return (xp.zeros_like(x), xp.zeros_like(w),
-                xp.zeros(w.shape[1], w.dtype) if has_bias else None)
     code = CODES[activation]
     dx = _gradient_times_weights(dy, y, code, w)
     dw_and_db = _features_times_gradient(x, has_bias, dy, y, code)    # (in + has_bias, out)
@@ -242,7 +239,11 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, 
 
 
 def lstm_cell_backward(saved, dh1, dc1):
-    dxs, dh, dc, dw_ih, dw_hh, db = lstm_backward(saved, None, dh1, dc1)
+    # h1, c1 are the sequence's final state hT, cT: dh1, dc1 go in as dhT, dcT, and the
+    # one step's output gets no other gradient (dhs zeros), as in stack_lstm_cell_backward
+    batch, hidden = dh1.shape
+    dhs = xp.zeros((batch, 1, hidden), dh1.dtype)
+    dxs, dh, dc, dw_ih, dw_hh, db = lstm_backward(saved, dhs, dh1, dc1)
     return dxs.reshape(dxs.shape[0], dxs.shape[2]), dh, dc, dw_ih, dw_hh, db
 
 
@@ -251,12 +252,10 @@ def _persistent(dtype, hidden):
 
 
 def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # xs (batch, steps, in), h0 and c0 (batch, H) or None -> hs (batch, steps, H)
+    # xs (batch, steps, in), h0 and c0 (batch, H) -> hs (batch, steps, H)
     batch, steps, _ = xs.shape
     hidden = w_hh.shape[0]
     dtype = xs.dtype
-    h_start = xp.zeros((batch, hidden), dtype) if h0 is None else h0
-    c_start = xp.zeros((batch, hidden), dtype) if c0 is None else c0
     act, rec = CODES[activation], CODES[recurrent_activation]
     forget_bias = dtype.type(forget_bias)
     hs = xp.empty((batch, steps, hidden), dtype)
@@ -267,39 +266,37 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
         cT = xp.empty((batch, hidden), dtype)
         if batch and hidden:
             _launch(_kernel(lstm, "lstm_forward", dtype.type, hidden), lstm.grid(batch),
-                    lstm.block_size(hidden), xs, h_start, c_start, w_ih, w_hh, b, act, rec,
+                    lstm.block_size(hidden), xs, h0, c0, w_ih, w_hh, b, act, rec,
                     forget_bias, hs, cs, gates, hT, cT)
     else:
         kernel = _kernel(lstm_cell, "lstm_cell_forward", dtype.type)
         for t in range(steps if batch and hidden else 0):
-            h_src, step_h = (h_start.reshape(batch, 1, hidden), 0) if t == 0 else (hs, t - 1)
-            c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
+            h_src, step_h = (h0.reshape(batch, 1, hidden), 0) if t == 0 else (hs, t - 1)
+            c_src, step_c = (c0.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
             _launch(kernel, lstm_cell.lstm_cell_forward_grid(batch, hidden), tiles.BLOCK,
                     xs, t, h_src, step_h, c_src, step_c, w_ih, w_hh, b, act, rec, forget_bias,
                     hs, cs, gates, t)
-        hT = xp.ascontiguousarray(hs[:, steps - 1]) if steps else h_start.copy()
-        cT = xp.ascontiguousarray(cs[:, steps - 1]) if steps else c_start.copy()
-    saved = (xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec)
+        hT = xp.ascontiguousarray(hs[:, steps - 1]) if steps else h0.copy()
+        cT = xp.ascontiguousarray(cs[:, steps - 1]) if steps else c0.copy()
+    saved = (xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec)
     return hs, hT, cT, saved
 
 
 def lstm_backward(saved, dhs, dhT, dcT):
-    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
-    batch, steps, n_in = xs.shape
+    # dhs (batch, steps, H), dhT and dcT (batch, H)
+    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    n_in = xs.shape[2]
     hidden = w_hh.shape[0]
-    dtype = xs.dtype
-    dh_last = xp.zeros((batch, hidden), dtype) if dhT is None else dhT
-    dc_last = xp.zeros((batch, hidden), dtype) if dcT is None else dcT
-    if _persistent(dtype, hidden):
-        dxs, dh0, dc0, dw_all = _persistent_backward(saved, dhs, dh_last, dc_last)
+    if _persistent(xs.dtype, hidden):
+        dxs, dh0, dc0, dw_all = _persistent_backward(saved, dhs, dhT, dcT)
     else:
-        dxs, dh0, dc0, dw_all = _stepwise_backward(saved, dhs, dh_last, dc_last)
+        dxs, dh0, dc0, dw_all = _stepwise_backward(saved, dhs, dhT, dcT)
     # dw_all (in + H + 1, 4H): rows dw_ih, then dw_hh, then db
     return (dxs, dh0, dc0, dw_all[:n_in], dw_all[n_in:n_in + hidden], dw_all[n_in + hidden])
 
 
-def _persistent_backward(saved, dhs, dh_last, dc_last):
-    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
+def _persistent_backward(saved, dhs, dhT, dcT):
+    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
     dtype = xs.dtype
@@ -314,38 +311,36 @@ def _persistent_backward(saved, dhs, dh_last, dc_last):
     dc0 = xp.empty((batch, hidden), dtype)
     dw_partial = xp.empty((blocks, n_features, 4 * hidden), dtype)
     _launch(_kernel(lstm, "lstm_backward", dtype.type, hidden), (blocks,),
-            lstm.block_size(hidden), xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec,
-            _nothing(dtype, 3) if dhs is None else dhs, dhs is not None, dh_last, dc_last,
-            dz_all, dxs, dh0, dc0, dw_partial)
+            lstm.block_size(hidden), xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec,
+            dhs, dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial)
     return dxs, dh0, dc0, _sum_partials(dw_partial)
 
 
-def _stepwise_backward(saved, dhs, dh_last, dc_last):
+def _stepwise_backward(saved, dhs, dhT, dcT):
     """BPTT with one launch per step for the recurrence; everything that does not feed the
     recurrence is one GEMM over all steps afterwards."""
-    xs, h_start, c_start, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
     dtype = xs.dtype
     dz_all = xp.empty((batch, steps, 4 * hidden), dtype)
     dz_step = xp.empty((batch, 4 * hidden), dtype)
-    dh = dh_last.copy()            # replaced step by step: the gradient reaching h_t
-    dc = dc_last.copy()            # updated in place, step by step
+    dh = dhT.copy()            # replaced step by step: the gradient reaching h_t
+    dc = dcT.copy()            # updated in place, step by step
     if batch:
         kernel = _kernel(lstm_cell, "lstm_cell_backward_dz", dtype.type)
-        step_dhs = _nothing(dtype, 3) if dhs is None else dhs     # allocated once, not per step
         for t in reversed(range(steps)):
-            c_src, step_c = (c_start.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
+            c_src, step_c = (c0.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
             _launch(kernel, lstm_cell.lstm_cell_backward_dz_grid(batch, hidden),
                     lstm_cell.THREADS, gates, cs, t, c_src, step_c, act, rec, dh,
-                    step_dhs, dhs is not None, dc, dz_step, dz_all)
+                    dhs, dc, dz_step, dz_all)
             dh = _gradient_times_weights(dz_step, dz_step, CODES["linear"], w_hh)
     dz_flat = dz_all.reshape(batch * steps, 4 * hidden)
     linear = CODES["linear"]
     dxs = _gradient_times_weights(dz_flat, dz_flat, linear, w_ih).reshape(batch, steps, n_in)
     dw_ih_and_db = _features_times_gradient(xs.reshape(batch * steps, n_in), True, dz_flat,
                                             dz_flat, linear)
-    h_prev = xp.concatenate([h_start.reshape(batch, 1, hidden), hs], axis=1)[:, :steps]
+    h_prev = xp.concatenate([h0.reshape(batch, 1, hidden), hs], axis=1)[:, :steps]
     dw_hh = _features_times_gradient(xp.ascontiguousarray(h_prev).reshape(batch * steps, hidden),
                                      False, dz_flat, dz_flat, linear)
     dw_all = xp.concatenate([dw_ih_and_db[:n_in], dw_hh, dw_ih_and_db[n_in:]])
@@ -401,7 +396,10 @@ def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activa
 
 
 def stack_lstm_cell_backward(saved, dh1, dc1):
-    dxs, dh, dc, dw_ih, dw_hh, db = _stack_lstm_backward(saved, None, dh1, dc1)
+    # h1 and c1 are the one-step sequence's hT and cT; its hs gets a zero gradient
+    n_models, batch, hidden = dh1.shape
+    dhs = xp.zeros((n_models, batch, 1, hidden), dh1.dtype)
+    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, dhs, dh1, dc1)
     n_models, batch, _, n_in = dxs.shape
     return dxs.reshape(n_models, batch, n_in), dh, dc, dw_ih, dw_hh, db
 
@@ -434,11 +432,6 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
 
 
 def stack_lstm_backward(saved, dhs, dhT, dcT):
-    return _stack_lstm_backward(saved, dhs, dhT, dcT)
-
-
-def _stack_lstm_backward(saved, dhs, dhT, dcT):
-    """stack_lstm_backward; dhs None: no gradient reaches hs (a cell)."""
     xs, h0, c0, w_ih, w_hh, hs, cs, gates, lengths, act, rec = saved
     n_models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
@@ -456,8 +449,7 @@ def _stack_lstm_backward(saved, dhs, dhT, dcT):
     dw_partial = xp.empty((batch, n_models, n_features, 4 * hidden), dtype)
     _launch(_kernel(stack_lstm, "stack_lstm_backward", dtype.type, hidden),
             stack_lstm.grid(threads), stack_lstm.THREADS, xs, h0, c0, w_ih, w_hh, hs, cs, gates,
-            lengths, act, rec, _nothing(dtype, 4) if dhs is None else dhs, dhs is not None,
-            dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial)
+            lengths, act, rec, dhs, dhT, dcT, dz_all, dxs, dh0, dc0, dw_partial)
     dw_all = _sum_partials(dw_partial)      # (M, in + H + 1, 4H): dw_ih, dw_hh, db
     return (dxs, dh0, dc0, xp.ascontiguousarray(dw_all[:, :n_in]),
             xp.ascontiguousarray(dw_all[:, n_in:n_in + hidden]),

@@ -4,7 +4,7 @@ Every other backend is checked against these functions, and these are checked ag
 finite differences (tests/test_reference_gradients.py). Arguments arrive validated by
 tinynet.ops: float32 or float64 arrays of one dtype and matching shapes.
 
-Conventions (see shared/API.md): batch first; weights (in, out); LSTM gate blocks i, f, g, o.
+Conventions (the ops contract, README "Ops"): batch first; weights (in, out); LSTM gate blocks i, f, g, o.
 """
 
 import numpy as np
@@ -71,7 +71,7 @@ def activation_grad(name, y):
 
 # --- dense ---------------------------------------------------------------------------
 # Every function below is written for any number of leading models axes: x (..., batch, in)
-# with w (..., in, out). One model has none; a stack (shared/API.md, "Stacks of models") has
+# with w (..., in, out). One model has none; a stack (README, "Many models at once") has
 # one, M. NumPy's matmul maps over the leading axes, so each model only meets its own weights.
 
 def _t(a):
@@ -79,8 +79,7 @@ def _t(a):
     return np.swapaxes(a, -1, -2)
 
 
-def zeros(shape, dtype):
-    return np.zeros(shape, dtype)
+zeros = np.zeros      # zeros(shape, dtype): what tinynet.ops fills a None state or gradient with
 
 
 def dense_forward(x, w, b, activation):
@@ -94,8 +93,6 @@ def dense_forward(x, w, b, activation):
 
 def dense_backward(saved, dy):
     x, w, has_bias, activation, y = saved
-    if dy is None:
-        dy = np.zeros_like(y)
     dz = dy * activation_grad(activation, y)          # (..., batch, out)
     dx = dz @ _t(w)                                   # (..., batch, in)
     dw = _t(x) @ dz                                   # (..., in, out)
@@ -144,10 +141,6 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, 
 
 def lstm_cell_backward(saved, dh1, dc1):
     x, h, c, w_ih, w_hh, gates, activation, recurrent_activation = saved
-    if dh1 is None:
-        dh1 = np.zeros_like(h)
-    if dc1 is None:
-        dc1 = np.zeros_like(c)
     dz, dc = _cell_step_backward(dh1, dc1, c, gates, activation, recurrent_activation)
     return dz @ _t(w_ih), dz @ _t(w_hh), dc, _t(x) @ dz, _t(h) @ dz, dz.sum(axis=-2)
 
@@ -156,21 +149,18 @@ def lstm_cell_backward(saved, dh1, dc1):
 
 def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, forget_bias,
                  lengths=None):
-    # xs (..., batch, steps, in), h0 and c0 (..., batch, H) or None -> hs (..., batch, steps, H)
+    # xs (..., batch, steps, in), h0 and c0 (..., batch, H) -> hs (..., batch, steps, H)
     # lengths (..., batch) or None: steps t >= lengths are padding; the state stops changing
     # there and hs is zero
     *models, batch, steps, _ = xs.shape
     hidden = w_hh.shape[-2]
-    state_shape = (*models, batch, hidden)
-    h_start = np.zeros(state_shape, xs.dtype) if h0 is None else h0
-    c_start = np.zeros(state_shape, xs.dtype) if c0 is None else c0
     forget_bias = np.asarray(forget_bias, xs.dtype)
     hs = np.empty((*models, batch, steps, hidden), xs.dtype)
     cs = np.empty((*models, batch, steps, hidden), xs.dtype)
     step_gates = []
     # The input projection of every step is one GEMM; only h @ w_hh stays in the loop.
     x_proj = xs @ w_ih[..., None, :, :] + b[..., None, None, :]       # (..., batch, steps, 4H)
-    h, c = h_start.copy(), c_start.copy()    # copies: with steps == 0 they are the result
+    h, c = h0.copy(), c0.copy()              # copies: with steps == 0 they are the result
     for t in range(steps):
         h1, c1, gates = _cell_step(x_proj[..., t, :], h, c, w_hh, activation,
                                    recurrent_activation, forget_bias)
@@ -184,24 +174,23 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
             hs[..., t, :] = np.where(valid, h1, 0)
         cs[..., t, :] = c
         step_gates.append(gates)
-    saved = (xs, h_start, c_start, w_ih, w_hh, hs, cs, step_gates, activation,
+    saved = (xs, h0, c0, w_ih, w_hh, hs, cs, step_gates, activation,
              recurrent_activation, lengths)
     return hs, h, c, saved
 
 
 def lstm_backward(saved, dhs, dhT, dcT):
-    (xs, h_start, c_start, w_ih, w_hh, hs, cs, step_gates, activation, recurrent_activation,
+    (xs, h0, c0, w_ih, w_hh, hs, cs, step_gates, activation, recurrent_activation,
      lengths) = saved
     *models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[-2]
-    dh = np.zeros_like(h_start) if dhT is None else dhT.copy()
-    dc = np.zeros_like(c_start) if dcT is None else dcT.copy()
+    dh = dhT.copy()
+    dc = dcT.copy()
     dz_all = np.empty((*models, batch, steps, 4 * hidden), xs.dtype)
     for t in reversed(range(steps)):
         valid = None if lengths is None else (t < lengths)[..., None]   # (..., batch, 1)
-        if dhs is not None:
-            dh = dh + (dhs[..., t, :] if valid is None else np.where(valid, dhs[..., t, :], 0))
-        c_prev = cs[..., t - 1, :] if t > 0 else c_start
+        dh = dh + (dhs[..., t, :] if valid is None else np.where(valid, dhs[..., t, :], 0))
+        c_prev = cs[..., t - 1, :] if t > 0 else c0
         dz, dc_prev = _cell_step_backward(dh, dc, c_prev, step_gates[t], activation,
                                           recurrent_activation)
         if valid is None:
@@ -215,7 +204,7 @@ def lstm_backward(saved, dhs, dhT, dcT):
             dh = np.where(valid, dz @ _t(w_hh), dh)
         dz_all[..., t, :] = dz
     # Everything that does not feed the recurrence is one GEMM over all steps.
-    h_prev = np.concatenate([h_start[..., None, :], hs], axis=-2)[..., :steps, :]
+    h_prev = np.concatenate([h0[..., None, :], hs], axis=-2)[..., :steps, :]
     xs_used = xs
     if lengths is not None:
         # padding rows carry zero gradient, and their inputs (NaN included) must not reach
