@@ -159,13 +159,17 @@ def _cases(backends, rng):
         cases["dense_backward"][direct] = (
             lambda saved, be=be: be.dense_backward(saved, bdy),
             repeat(lambda be=be: be.dense_forward(bx, bw, None, "tanh")[1]))
-        cases["lstm_cell"][direct] = (lambda be=be: be.lstm_cell_forward(*bcell, *gate_kw), None)
-        cases["lstm_cell_backward"][direct] = (
-            lambda saved, be=be: be.lstm_cell_backward(saved, bdh1, bdc1),
-            repeat(lambda be=be: be.lstm_cell_forward(*bcell, *gate_kw)[2]))
+        if hasattr(be, "lstm_cell_forward"):    # else ops runs a cell as a one-step lstm
+            cases["lstm_cell"][direct] = (lambda be=be: be.lstm_cell_forward(*bcell, *gate_kw),
+                                          None)
+            cases["lstm_cell_backward"][direct] = (
+                lambda saved, be=be: be.lstm_cell_backward(saved, bdh1, bdc1),
+                repeat(lambda be=be: be.lstm_cell_forward(*bcell, *gate_kw)[2]))
         cases["lstm"][direct] = (lambda be=be: be.lstm_forward(*bseq, *gate_kw), None)
+        # a backend's own functions take complete arrays: the zeros ops makes of None
+        bzeros = be.asarray(np.zeros((sb, hidden), np.float32))
         cases["lstm_backward"][direct] = (
-            lambda saved, be=be: be.lstm_backward(saved, bdhs, None, None),
+            lambda saved, be=be, bzeros=bzeros: be.lstm_backward(saved, bdhs, bzeros, bzeros),
             repeat(lambda be=be: be.lstm_forward(*bseq, *gate_kw)[3]))
 
     sizes = op_sizes()

@@ -3,7 +3,9 @@
 A backend is a module exposing the same function names (see tinynet/backends/numpy_ref.py
 for the reference set): NAME, IS_GPU, NATIVE_ARRAY (the array type that tinynet.ops hands
 over without calling asarray, or None), unavailable_reason(), asarray(a), to_numpy(a),
-dense_forward/backward, lstm_cell_forward/backward, lstm_forward/backward.
+dense_forward/backward, lstm_forward/backward, and, for stacks, zeros(shape, dtype) and the
+stack_ versions of those; lstm_cell_forward/backward (and stack_ ones) are optional: without
+them tinynet.ops runs a cell as an LSTM sequence of one step.
 A backend joins by adding one line to _MODULES. Modules are imported on first use, so
 `import tinynet` needs NumPy alone; a module whose libraries are missing raises ImportError,
 which becomes the reason it is unusable.

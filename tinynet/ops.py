@@ -247,8 +247,14 @@ def _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias):
     _stacked(op, "c", c, models, (batch, hidden), "(M, batch, H)", "w_hh")
     forget_bias = be.asarray(_forget_bias_per_model(op, forget_bias, models, dtype))
     try:
-        h1, c1, saved = be.stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec,
-                                                   forget_bias)
+        if hasattr(be, "stack_lstm_cell_forward"):
+            h1, c1, saved = be.stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec,
+                                                       forget_bias)
+        else:                       # a sequence of one step
+            lengths = be.asarray(np.ones((models, batch), np.int32))
+            _, h1, c1, saved = be.stack_lstm_forward(x.reshape(models, batch, 1, n_in), h, c,
+                                                     w_ih, w_hh, b, act, rec, forget_bias,
+                                                     lengths)
     except Exception as error:
         if not _is_out_of_memory(error):
             raise
@@ -494,7 +500,11 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
             return _lstm_cell_stack(be, x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
         _check_lstm_cell(op, x, h, c, w_ih, w_hh, b)
     try:
-        h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
+        if hasattr(be, "lstm_cell_forward"):
+            h1, c1, saved = be.lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias)
+        else:                       # a sequence of one step
+            _, h1, c1, saved = be.lstm_forward(x.reshape(shape[0], 1, shape[1]), h, c, w_ih,
+                                               w_hh, b, act, rec, forget_bias)
     except Exception as error:
         if not _is_out_of_memory(error):
             raise
@@ -505,17 +515,20 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, activation="tanh", recurrent_activation="s
 def lstm_cell_backward(ctx, dh1, dc1=None):
     """dx, dh, dc, dw_ih, dw_hh, db."""
     op = "lstm_cell_backward"
-    if type(ctx) is not Context or ctx[0] != "lstm_cell":
-        if type(ctx) is Context and ctx[0] == "lstm_cell stack":
-            try:
-                return ctx[1].stack_lstm_cell_backward(
-                    ctx[2], *_output_gradients(op, ctx, ("dh1", "dc1"), (dh1, dc1)))
-            except Exception as error:
-                _backward_failed(op, ctx, error)
+    if type(ctx) is not Context or ctx[0] not in ("lstm_cell", "lstm_cell stack"):
         _wrong_context(op, ctx, "lstm_cell")
+    be = ctx[1]
+    stack = ctx[0] == "lstm_cell stack"
+    dh1, dc1 = _output_gradients(op, ctx, ("dh1", "dc1"), (dh1, dc1))
     try:
-        return ctx[1].lstm_cell_backward(ctx[2], *_output_gradients(op, ctx, ("dh1", "dc1"),
-                                                                    (dh1, dc1)))
+        if hasattr(be, "stack_lstm_cell_backward" if stack else "lstm_cell_backward"):
+            cell_backward = be.stack_lstm_cell_backward if stack else be.lstm_cell_backward
+            return cell_backward(ctx[2], dh1, dc1)
+        # a sequence of one step: h1 and c1 are its final state, its hs no output
+        sequence_backward = be.stack_lstm_backward if stack else be.lstm_backward
+        dhs = be.zeros(dh1.shape[:-1] + (1, dh1.shape[-1]), ctx[4])
+        dxs, dh, dc, dw_ih, dw_hh, db = sequence_backward(ctx[2], dhs, dh1, dc1)
+        return dxs.reshape(dxs.shape[:-2] + dxs.shape[-1:]), dh, dc, dw_ih, dw_hh, db
     except Exception as error:
         _backward_failed(op, ctx, error)
 

@@ -24,7 +24,7 @@ Paths, per op and size (FUSED_MAX_WIDTH below):
              (lstm.cu), w_hh in shared memory                    | our gate kernel (lstm_cell.cu)
 Stacks (M models per call, stack_*):
   dense      one batched cuBLAS GEMM per product + our epilogue/prologue (stack_dense.cu)
-  lstm_cell  the stacked LSTM of one step
+  lstm_cell  none of its own: tinynet.ops runs it as the stacked LSTM of one step
   lstm       one thread per (model, batch row, unit), every sequence of every model in one
              launch per direction (stack_lstm.cu), a length per sequence; the weight
              gradients reduced per model by one more launch
@@ -653,21 +653,3 @@ def stack_lstm_backward(saved, dhs, dhT, dcT):
                         (xs, h0, hs, dz, lengths, dw_ih, dw_hh, db, _i32(models), _i32(batch),
                          _i32(steps), _i32(n_in), _i32(hidden)))
     return dxs, dh0, dc0, dw_ih, dw_hh, db
-
-
-def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
-                            forget_bias):
-    # x (M, batch, in), h and c (M, batch, H), forget_bias (M,): the sequence of one step
-    x = _c(x)
-    lengths = cupy.empty(x.shape[:2], np.int32)
-    lengths.fill(1)                                     # every sequence one step long
-    _, h1, c1, saved = stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, activation,
-                                          recurrent_activation, forget_bias, lengths)
-    return h1, c1, saved
-
-
-def stack_lstm_cell_backward(saved, dh1, dc1):
-    # h1 is the sequence's hT; its hs (the same values) is not an output: zero gradient
-    dhs = cupy.zeros((*dh1.shape[:2], 1, dh1.shape[2]), dh1.dtype)
-    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, dhs, dh1, dc1)
-    return dxs[:, :, 0], dh, dc, dw_ih, dw_hh, db

@@ -491,25 +491,3 @@ def _stack_lstm_backward(saved, dhs, dhT, dcT):
         w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec, dxs,
         dh0, dc0, dw_ih, dw_hh, db)
     return dxs, dh0, dc0, dw_ih, dw_hh, db
-
-
-# One step of a stack is the whole-sequence kernel over one step (rows never run as models:
-# for one step, repeating the weights per row would cost as much as the step): every row's
-# length is 1, and the step's hs has no gradient besides dh1 (zeros).
-
-
-def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
-                            forget_bias):
-    # x (M, batch, in), h, c (M, batch, H) -> h1, c1 (M, batch, H)
-    models, batch, _ = x.shape
-    lengths = np.ones((models, batch), np.int32)
-    _, h1, c1, saved = _stack_lstm_forward(x[:, :, None, :], h, c, w_ih, w_hh, b, forget_bias,
-                                           lengths, activation, recurrent_activation)
-    return h1, c1, saved
-
-
-def stack_lstm_cell_backward(saved, dh1, dc1):
-    models, batch, hidden = dh1.shape
-    no_dhs = np.zeros((models, batch, 1, hidden), dh1.dtype)
-    dxs, dh, dc, dw_ih, dw_hh, db = _stack_lstm_backward(saved, no_dhs, dh1, dc1)
-    return dxs.reshape(models, batch, dxs.shape[3]), dh, dc, dw_ih, dw_hh, db

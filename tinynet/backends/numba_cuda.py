@@ -16,14 +16,14 @@ Which kernels run (each kernel file's header says what it computes and how it la
              Larger H, per step: lstm_cell.lstm_cell_forward; backward per step
              lstm_cell.lstm_cell_backward_dz and the dh GEMM (dense_backward_dx), then
              dxs, dw_ih, db, dw_hh as GEMMs over all steps (dense.py).
-  lstm_cell  a sequence of one step: the same kernels as lstm.
+  lstm_cell  none of its own: tinynet.ops runs it as a sequence of one step (lstm's kernels).
 Stacks of M models (the stack_* functions):
   dense      stack_dense.py: dense.py's tiles with a models axis, the dw chunks summed by
              partials.sum_partials.
   lstm       stack_lstm.stack_lstm_forward / stack_lstm_backward, one thread per (model,
              batch row), one launch per direction with per-row lengths; the backward's
              per-row weight gradients are summed over the batch by partials.sum_partials.
-  lstm_cell  a sequence of one step: the same kernels as lstm.
+  lstm_cell  none of its own: tinynet.ops runs it as the stacked lstm of one step.
 Compiled kernels are cached per (kernel, dtype, H of the persistent kernels): the first
 call with a new dtype or H compiles, later calls only launch. Kernels launch on CuPy's
 current stream, so they are ordered with the CuPy work around them.
@@ -229,23 +229,7 @@ def dense_backward(saved, dy):
     return dx, dw_and_db[:n_in], dw_and_db[n_in] if has_bias else None
 
 
-# --- LSTM: a cell is a sequence of one step --------------------------------------------
-
-def lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation, forget_bias):
-    # x (batch, in), h and c (batch, H): the sequence (batch, 1, in) from h0 = h, c0 = c
-    _, h1, c1, saved = lstm_forward(x.reshape(x.shape[0], 1, x.shape[1]), h, c, w_ih, w_hh, b,
-                                    activation, recurrent_activation, forget_bias)
-    return h1, c1, saved
-
-
-def lstm_cell_backward(saved, dh1, dc1):
-    # h1, c1 are the sequence's final state hT, cT: dh1, dc1 go in as dhT, dcT, and the
-    # one step's output gets no other gradient (dhs zeros), as in stack_lstm_cell_backward
-    batch, hidden = dh1.shape
-    dhs = xp.zeros((batch, 1, hidden), dh1.dtype)
-    dxs, dh, dc, dw_ih, dw_hh, db = lstm_backward(saved, dhs, dh1, dc1)
-    return dxs.reshape(dxs.shape[0], dxs.shape[2]), dh, dc, dw_ih, dw_hh, db
-
+# --- LSTM (tinynet.ops runs a cell as a sequence of one step) -------------------------
 
 def _persistent(dtype, hidden):
     return hidden <= lstm.max_hidden(dtype)
@@ -383,25 +367,6 @@ def stack_dense_backward(saved, dy):
     dw_and_db = _sum_partials(partial)      # (M, in + has_bias, out)
     return (dx, xp.ascontiguousarray(dw_and_db[:, :n_in]),
             xp.ascontiguousarray(dw_and_db[:, n_in]) if has_bias else None)
-
-
-def stack_lstm_cell_forward(x, h, c, w_ih, w_hh, b, activation, recurrent_activation,
-                            forget_bias):
-    # x (M, batch, in), h and c (M, batch, H): the sequence (M, batch, 1, in) from h, c
-    n_models, batch, n_in = x.shape
-    _, h1, c1, saved = stack_lstm_forward(
-        x.reshape(n_models, batch, 1, n_in), h, c, w_ih, w_hh, b, activation,
-        recurrent_activation, forget_bias, xp.ones((n_models, batch), np.int32))
-    return h1, c1, saved
-
-
-def stack_lstm_cell_backward(saved, dh1, dc1):
-    # h1 and c1 are the one-step sequence's hT and cT; its hs gets a zero gradient
-    n_models, batch, hidden = dh1.shape
-    dhs = xp.zeros((n_models, batch, 1, hidden), dh1.dtype)
-    dxs, dh, dc, dw_ih, dw_hh, db = stack_lstm_backward(saved, dhs, dh1, dc1)
-    n_models, batch, _, n_in = dxs.shape
-    return dxs.reshape(n_models, batch, n_in), dh, dc, dw_ih, dw_hh, db
 
 
 def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
