@@ -155,3 +155,61 @@ def test_nonfinite_models_are_named(rng):
     x[2, 0, 0, 0] = np.nan
     with pytest.raises(nn.NonFiniteLoss, match=r"in 1 of the stack's 3 models \(2;"):
         stack.fit(x, rng.uniform(0, 1, (3, 4, 1)), epochs=1, verbose=0)
+
+
+def _loss_case(rng, kind, models, batch, classes):
+    """(loss, predictions (M, batch, ...), target) for one kind of loss."""
+    rows = (models, batch, classes)
+    probs = rng.dirichlet(np.ones(classes), (models, batch))
+    logits = rng.standard_normal(rows)
+    ids = rng.integers(0, classes, (models, batch))
+    binary = (rng.uniform(size=rows) > 0.5).astype(np.float64)
+    return {
+        "mse": (nn.MSE(), logits, rng.standard_normal(rows)),
+        "rmse": (nn.RMSE(), logits, rng.standard_normal(rows)),
+        "bce": (nn.BinaryCrossentropy(), rng.uniform(0.05, 0.95, rows), binary),
+        "bce logits": (nn.BinaryCrossentropy(from_logits=True), logits, binary),
+        "cce": (nn.CategoricalCrossentropy(), probs,
+                rng.dirichlet(np.ones(classes), (models, batch))),
+        "cce logits": (nn.CategoricalCrossentropy(from_logits=True), logits, np.eye(classes)[ids]),
+        "sparse": (nn.SparseCategoricalCrossentropy(), probs, ids),
+        "sparse (batch, 1)": (nn.SparseCategoricalCrossentropy(), probs, ids[..., None]),
+        "sparse logits": (nn.SparseCategoricalCrossentropy(from_logits=True), logits, ids),
+        "softmax ids": (nn.SoftmaxCrossentropy(), logits, ids),
+        "softmax rows": (nn.SoftmaxCrossentropy(), logits, np.eye(classes)[ids]),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["mse", "rmse", "bce", "bce logits", "cce", "cce logits",
+                                  "sparse", "sparse (batch, 1)", "sparse logits",
+                                  "softmax ids", "softmax rows"])
+def test_stack_losses_and_metrics_are_each_models_own(rng, kind):
+    """A stack's loss, its gradient (fused with a softmax output where the loss takes one)
+    and every metric, computed for all models at once, against each model on its own
+    (whose values tests/test_nn_training.py checks against formulas and finite
+    differences); a NaN in model 0 stays in model 0, and model 1 fits exactly."""
+    loss, pred, target = _loss_case(rng, kind, 4, 5, 3)
+    if kind in ("mse", "rmse"):
+        target[1] = pred[1]                 # a zero loss (RMSE's gradient has a 0/0 there)
+    # in model 0 a NaN where it counts (with class ids, in the row's own class)
+    pred[0, 1, int(target[0, 1].flat[0]) if target.dtype.kind in "iu" else 2] = np.nan
+    fusions = [False, True] if isinstance(loss, nn.CategoricalCrossentropy) \
+        and not loss.from_logits else [False]
+    for fused in fusions:
+        values, grad = loss.stack_value_and_grad(pred, target, fused_softmax=fused)
+        one = loss.softmax_value_and_grad if fused else loss.value_and_grad
+        assert values.shape == (4,) and grad.shape == pred.shape
+        for m in range(4):
+            value, grad_m = one(pred[m], target[m])
+            np.testing.assert_allclose(values[m], value, rtol=1e-12, err_msg=f"{kind} {m}")
+            np.testing.assert_allclose(grad[m], grad_m, rtol=1e-12, atol=1e-15,
+                                       err_msg=f"{kind} {m} fused={fused}")
+        assert np.isnan(values[0]) and np.all(np.isfinite(values[1:]))
+        assert np.all(np.isfinite(grad[1:]))
+    for name in ("accuracy", "mae", "mse", "rmse"):
+        if name != "accuracy" and target.dtype.kind in "iu":
+            continue                        # class ids: accuracy is the only metric
+        metric = nn.losses.metric(name, loss)
+        per_model = metric.stack(pred, target)
+        expected = [metric(pred[m], target[m]) for m in range(4)]
+        np.testing.assert_allclose(per_model, expected, rtol=1e-12, err_msg=f"{kind} {name}")

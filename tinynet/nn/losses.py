@@ -16,7 +16,11 @@ or over the rows for the categorical losses.
     softmax_crossentropy   logits (batch, classes) against class ids (batch,) or
                            probabilities (batch, classes)
 
-value_and_grad(pred, target) returns (loss as a Python float, d loss / d pred). Prediction
+value_and_grad(pred, target) returns (loss as a Python float, d loss / d pred);
+stack_value_and_grad does the same for M models at once (a leading models axis on both),
+returning each model's loss, a host array (M,). Each built-in loss and metric is written
+once, over that models axis: one model is a stack of one (MSE keeps a one-model path of its
+own, a single vdot, for the per-sample loops). Prediction
 and target must have the same shape, class ids aside (nothing is broadcast: a (64, 1)
 prediction against a (64,) target would silently become (64, 64)); a mismatch is a
 ValueError naming both shapes and the likely cause.
@@ -59,7 +63,28 @@ def check_shapes(name, pred, target):
     raise ValueError(f"{message}: {fix}")
 
 
+def _check_stack(name, pred, target):
+    """check_shapes for a stack (a leading models axis on both), in one model's terms."""
+    if len(pred) and len(target):
+        check_shapes(name, pred[0], target[0])
+    if tuple(pred.shape) != tuple(target.shape):
+        check_shapes(name, pred, target)
+
+
+def _per_model_sums(a):
+    """a (M, ...) -> (M,): the sum of each model's elements."""
+    return a.sum(axis=tuple(range(1, a.ndim)))
+
+
+def _on_host(values):
+    """(M,) values as a host float64 array (one transfer from a GPU)."""
+    return np.asarray(tinynet.to_numpy(values), np.float64)
+
+
 class Loss:
+    """A loss: value_and_grad(pred, target) for one model, stack_value_and_grad for M models
+    at once (a leading models axis on both)."""
+
     name = "loss"
 
     def __call__(self, pred, target):
@@ -69,7 +94,9 @@ class Loss:
     def stack_value_and_grad(self, pred, target, fused_softmax=False):
         """For a stack (a leading models axis on both): each model's own loss, a host array
         (M,), and the gradient of each model's loss with respect to its own predictions.
-        fused_softmax: the probabilities of a softmax output (softmax_value_and_grad)."""
+        fused_softmax: the probabilities of a softmax output (softmax_value_and_grad).
+        This default runs the models one at a time (a Loss of your own); the built-in
+        losses compute all of them at once."""
         one = self.softmax_value_and_grad if fused_softmax else self.value_and_grad
         xp = array_module(pred)
         values = np.empty(len(pred))
@@ -82,6 +109,24 @@ class Loss:
         return f"<{self.name} loss>"
 
 
+class _StackedLoss(Loss):
+    """A built-in loss written once, over a leading models axis: _stacked(pred, target,
+    fused_softmax) -> (values (M,) on the host, grad) for checked arrays; one model is a
+    stack of one. _checked(pred, target) checks a stack's arguments and returns the target
+    the math takes."""
+
+    def value_and_grad(self, pred, target):
+        values, grad = self.stack_value_and_grad(pred[None], target[None])
+        return float(values[0]), grad[0]
+
+    def stack_value_and_grad(self, pred, target, fused_softmax=False):
+        return self._stacked(pred, self._checked(pred, target), fused_softmax)
+
+    def _checked(self, pred, target):
+        _check_stack(self.name, pred, target)
+        return target
+
+
 def _mean_square(name, pred, target):
     """(mean of (pred - target)^2, pred - target)."""
     check_shapes(name, pred, target)
@@ -91,9 +136,18 @@ def _mean_square(name, pred, target):
     return float(array_module(diff).vdot(flat, flat)) / max(diff.size, 1), diff
 
 
+def _stack_mean_square(name, pred, target):
+    """((M,) host means of (pred - target)^2 per model, pred - target, elements per model)."""
+    _check_stack(name, pred, target)
+    diff = pred - target
+    per_model = max(diff[0].size if len(diff) else 0, 1)
+    return _on_host(_per_model_sums(diff * diff)) / per_model, diff, per_model
+
+
 class MSE(Loss):
     name = "mse"
 
+    # one model has its own path (a single vdot): MSE is the loss of the per-sample loops
     def __call__(self, pred, target):
         return _mean_square(self.name, pred, target)[0]
 
@@ -102,52 +156,47 @@ class MSE(Loss):
         return value, diff * (2.0 / max(diff.size, 1))
 
     def stack_value_and_grad(self, pred, target, fused_softmax=False):
-        check_shapes(self.name, pred, target)
-        diff = pred - target
-        per_model = max(diff[0].size if len(diff) else 0, 1)
-        squares = (diff * diff).reshape(len(diff), -1).sum(axis=1)
-        values = np.asarray(tinynet.to_numpy(squares), np.float64) / per_model
+        values, diff, per_model = _stack_mean_square(self.name, pred, target)
         return values, diff * (2.0 / per_model)
 
 
-class RMSE(Loss):
+class RMSE(_StackedLoss):
     name = "rmse"
 
-    def __call__(self, pred, target):
-        return float(np.sqrt(_mean_square(self.name, pred, target)[0]))
+    def stack_value_and_grad(self, pred, target, fused_softmax=False):
+        mean_squares, diff, per_model = _stack_mean_square(self.name, pred, target)
+        values = np.sqrt(mean_squares)
+        # d sqrt(mean) = diff / (n sqrt(mean)); a model with a zero loss has a zero gradient
+        scale = np.divide(1.0, per_model * values, out=np.zeros_like(values),
+                          where=values > 0)
+        scale = array_module(diff).asarray(scale.astype(diff.dtype))
+        return values, diff * scale.reshape((-1,) + (1,) * (diff.ndim - 1))
 
-    def value_and_grad(self, pred, target):
-        mean_square, diff = _mean_square(self.name, pred, target)
-        value = float(np.sqrt(mean_square))
-        if value == 0.0:
-            return 0.0, diff * 0
-        return value, diff * (1.0 / (max(diff.size, 1) * value))
 
-
-class BinaryCrossentropy(Loss):
+class BinaryCrossentropy(_StackedLoss):
     name = "binary_crossentropy"
 
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
 
-    def value_and_grad(self, pred, target):
-        check_shapes(self.name, pred, target)
+    def _stacked(self, pred, target, fused_softmax):
         xp = array_module(pred)
-        n = max(pred.size, 1)
+        n = max(pred[0].size if len(pred) else 0, 1)
         if self.from_logits:
             z = pred
             # log(1 + e^-|z|) + max(z, 0) - z y: never exponentiates a positive number
-            value = (xp.maximum(z, 0) - z * target + xp.log1p(xp.exp(-xp.abs(z)))).sum()
+            value = _per_model_sums(xp.maximum(z, 0) - z * target
+                                    + xp.log1p(xp.exp(-xp.abs(z))))
             prob = 0.5 * (1 + xp.tanh(0.5 * z))                       # sigmoid(z), stable
-            return float(value) / n, (prob - target) * (1.0 / n)
+            return _on_host(value) / n, (prob - target) * (1.0 / n)
         eps = float(np.finfo(pred.dtype).eps)
         p = xp.clip(pred, eps, 1 - eps)
-        value = -(target * xp.log(p) + (1 - target) * xp.log(1 - p)).sum()
+        value = -_per_model_sums(target * xp.log(p) + (1 - target) * xp.log(1 - p))
         spread = xp.maximum(pred * (1 - pred), eps)
-        return float(value) / n, (pred - target) / spread * (1.0 / n)
+        return _on_host(value) / n, (pred - target) / spread * (1.0 / n)
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_StackedLoss):
     """-mean over rows of sum_k y_k log p_k, for predictions (batch, classes) against one-hot
     or probability rows y (batch, classes).
 
@@ -162,42 +211,46 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
 
-    def _rows(self, pred, target):
-        """(batch, class ids (batch,) or None, one-hot/probability target or None)."""
-        check_shapes(self.name, pred, target)
-        if pred.ndim != 2:
+    def _checked(self, pred, target):
+        _check_stack(self.name, pred, target)
+        if pred.ndim != 3:
             raise ValueError(f"{self.name} loss: predictions must be (batch, classes), got "
-                             f"{shape_text(pred.shape)}")
-        return pred.shape[0], None, target
-
-    def value_and_grad(self, pred, target):
-        batch, ids, dense = self._rows(pred, target)
-        scale = 1.0 / max(batch, 1)
-        xp = array_module(pred)
-        if self.from_logits:
-            shifted = pred - pred.max(axis=1, keepdims=True)
-            exp = xp.exp(shifted)
-            total = exp.sum(axis=1, keepdims=True)
-            log_prob = shifted - xp.log(total)
-            return (self._value(log_prob, ids, dense) * scale,
-                    self._logit_grad(exp / total, ids, dense) * scale)
-        log_prob = self._log_probabilities(pred)
-        floor = xp.maximum(pred, np.finfo(pred.dtype).tiny)
-        if ids is None:
-            grad = -dense / floor
-        else:
-            grad = xp.zeros_like(pred)
-            rows = xp.arange(batch)
-            grad[rows, ids] = -1 / floor[rows, ids]
-        return self._value(log_prob, ids, dense) * scale, grad * scale
+                             f"{shape_text(pred.shape[1:])}")
+        return target
 
     def softmax_value_and_grad(self, prob, target):
         """(loss, d loss / d logits) for probabilities that a softmax computed from logits:
         the loss fused with the softmax (Dense.backward takes this gradient as is)."""
-        batch, ids, dense = self._rows(prob, target)
-        scale = 1.0 / max(batch, 1)
-        return (self._value(self._log_probabilities(prob), ids, dense) * scale,
-                self._logit_grad(prob, ids, dense) * scale)
+        values, grad = self.stack_value_and_grad(prob[None], target[None], fused_softmax=True)
+        return float(values[0]), grad[0]
+
+    def _stacked(self, pred, target, fused_softmax):
+        # pred (M, batch, classes); target: rows like pred, or class ids (M, batch)
+        xp = array_module(pred)
+        scale = 1.0 / max(pred.shape[1], 1)
+        ids = target.dtype.kind in "iu"
+        if ids:
+            hit = target[..., None] == xp.arange(pred.shape[2])     # (M, batch, classes)
+            one_hot = hit.astype(pred.dtype)
+        else:
+            one_hot = target
+        if self.from_logits:
+            shifted = pred - pred.max(axis=2, keepdims=True)
+            exp = xp.exp(shifted)
+            total = exp.sum(axis=2, keepdims=True)
+            log_prob = shifted - xp.log(total)
+            prob = exp / total
+        else:
+            log_prob = self._log_probabilities(pred)
+            prob = pred
+        # with class ids only each row's own class counts (another class's log p may be -inf)
+        values = _on_host(-_per_model_sums(xp.where(hit, log_prob, 0) if ids
+                                           else one_hot * log_prob)) * scale
+        if self.from_logits or fused_softmax:          # the gradient reaching the logits
+            grad = prob - one_hot if ids else prob * one_hot.sum(axis=2, keepdims=True) - one_hot
+        else:
+            grad = -one_hot / xp.maximum(pred, np.finfo(pred.dtype).tiny)
+        return values, grad * scale
 
     def _log_probabilities(self, prob):
         if prob.size and (float(prob.min()) < 0 or float(prob.max()) > 1):
@@ -209,20 +262,6 @@ class CategoricalCrossentropy(Loss):
         xp = array_module(prob)
         return xp.log(xp.maximum(prob, np.finfo(prob.dtype).tiny))
 
-    @staticmethod
-    def _value(log_prob, ids, dense):
-        if ids is None:
-            return -float((dense * log_prob).sum())
-        return -float(log_prob[array_module(log_prob).arange(len(ids)), ids].sum())
-
-    @staticmethod
-    def _logit_grad(prob, ids, dense):
-        if ids is None:
-            return prob * dense.sum(axis=1, keepdims=True) - dense
-        grad = prob.copy()
-        grad[array_module(prob).arange(len(ids)), ids] -= 1
-        return grad
-
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """CategoricalCrossentropy with integer class ids as the target: (batch,) or Keras'
@@ -230,42 +269,43 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     name = "sparse_categorical_crossentropy"
 
-    def _rows(self, pred, ids):
-        if pred.ndim != 2:
+    def _checked(self, pred, ids):
+        # pred (M, batch, classes), ids (M, batch) or (M, batch, 1) -> ids (M, batch)
+        if pred.ndim != 3:
             raise ValueError(f"{self.name} loss: predictions must be (batch, classes), got "
-                             f"{shape_text(pred.shape)}")
-        batch, classes = pred.shape
+                             f"{shape_text(pred.shape[1:])}")
+        models, batch, classes = pred.shape
         if ids.dtype.kind not in "iu":
             raise ValueError(f"{self.name} loss: the target holds class ids, integers, got "
                              f"{ids.dtype}: use y.astype(np.int64); for one-hot rows use "
                              "categorical_crossentropy")
-        if tuple(ids.shape) == (batch, 1):
-            ids = ids.reshape(batch)
-        if tuple(ids.shape) != (batch,):
+        if tuple(ids.shape) == (models, batch, 1):
+            ids = ids.reshape(models, batch)
+        if tuple(ids.shape) != (models, batch):
             raise ValueError(f"{self.name} loss: class ids must be (batch,) = ({batch},) for "
-                             f"predictions {shape_text(pred.shape)}, got "
-                             f"{shape_text(ids.shape)}" + (
+                             f"predictions {shape_text(pred.shape[1:])}, got "
+                             f"{shape_text(ids.shape[1:])}" + (
                                  ": one-hot rows take categorical_crossentropy"
-                                 if tuple(ids.shape) == (batch, classes) else ""))
-        if batch and (int(ids.min()) < 0 or int(ids.max()) >= classes):
+                                 if tuple(ids.shape[1:]) == (batch, classes) else ""))
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= classes):
             raise ValueError(f"{self.name} loss: class ids must be in [0, {classes}), got "
                              f"values from {int(ids.min())} to {int(ids.max())}")
-        return batch, ids, None
+        return ids
 
 
-class SoftmaxCrossentropy(Loss):
+class SoftmaxCrossentropy(_StackedLoss):
     """Logits (batch, classes) against class ids (batch,) or probabilities (batch, classes):
     the from_logits=True crossentropy, sparse or not by the target's dtype."""
 
     name = "softmax_crossentropy"
     from_logits = True
 
-    def value_and_grad(self, logits, target):
+    def stack_value_and_grad(self, logits, target, fused_softmax=False):
         kind = SparseCategoricalCrossentropy if target.dtype.kind in "iu" \
             else CategoricalCrossentropy
         loss = kind(from_logits=True)
         loss.name = self.name
-        return loss.value_and_grad(logits, target)
+        return loss.stack_value_and_grad(logits, target)
 
 
 def class_ids(y, loss):
@@ -299,33 +339,53 @@ def get(loss):
 
 # --- metrics ----------------------------------------------------------------------------
 
+class Metric:
+    """A metric, written once over a leading models axis: metric(pred, target) -> a float
+    for one model; metric.stack(pred, target) -> a host array (M,) for a stack."""
+
+    def __init__(self, name, per_model):
+        self.name = name
+        self._per_model = per_model          # (pred, target) with a models axis -> (M,)
+
+    def __call__(self, pred, target):
+        return float(self.stack(pred[None], target[None])[0])
+
+    def stack(self, pred, target):
+        return _on_host(self._per_model(pred, target))
+
+    def __repr__(self):
+        return f"<{self.name} metric>"
+
+
+def _per_model_means(a):
+    """a (M, ...) -> (M,): the mean of each model's elements."""
+    return a.mean(axis=tuple(range(1, a.ndim)))
+
+
 def _accuracy(loss):
     """argmax against the class for the class losses, a threshold for binary ones."""
     if isinstance(loss, (CategoricalCrossentropy, SoftmaxCrossentropy)):
         def accuracy(pred, target):
-            guess = pred.argmax(axis=-1)
+            guess = pred.argmax(axis=-1)                         # (M, batch)
             truth = target.reshape(guess.shape) if target.dtype.kind in "iu" \
                 else target.argmax(axis=-1)
-            return float((guess == truth).mean())
+            return _per_model_means(guess == truth)
         return accuracy
     threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5
 
     def accuracy(pred, target):
-        return float(((pred > threshold) == (target > 0.5)).mean())
+        return _per_model_means((pred > threshold) == (target > 0.5))
     return accuracy
 
 
-def _mae(pred, target):
-    return float(abs(pred - target).mean())
-
-
 def metric(name, loss):
-    """A function (pred, target) -> float: 'accuracy' (thresholded for binary losses,
-    argmax over the classes for the categorical ones), 'mae', 'mse', 'rmse'."""
+    """A Metric: 'accuracy' (thresholded for binary losses, argmax over the classes for the
+    categorical ones), 'mae', 'mse', 'rmse'."""
     if name in ("accuracy", "acc"):
-        return _accuracy(loss)
+        return Metric("accuracy", _accuracy(loss))
     if name == "mae":
-        return _mae
+        return Metric(name, lambda pred, target: _per_model_means(abs(pred - target)))
     if name in ("mse", "rmse"):
-        return get(name)
+        as_loss = get(name)
+        return Metric(name, lambda pred, target: as_loss.stack_value_and_grad(pred, target)[0])
     raise ValueError(f"{name!r} is not a metric; use 'accuracy', 'mae', 'mse' or 'rmse'")

@@ -320,8 +320,7 @@ class Stack(Model):
         return values, (LogitsGradient(grad) if fused else grad)
 
     def loop_metrics(self, pred, y):
-        return [np.array([f(pred[m], y[m]) for m in range(self.models)])
-                for f in self._metrics.values()]
+        return [f.stack(pred, y) for f in self._metrics.values()]
 
     def loop_check_finite(self, value, position):
         bad = np.flatnonzero(~np.isfinite(value))
