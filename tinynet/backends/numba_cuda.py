@@ -30,6 +30,7 @@ current stream, so they are ordered with the CuPy work around them.
 """
 
 import functools
+import threading
 
 import numpy as np
 from numba import cuda, types
@@ -140,15 +141,21 @@ def _launch(kernel, grid, block, *args):
         args = [cuda.In(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
                 for a in args]
     # numba-cuda warns (NumbaPerformanceWarning) when it configures a launch of fewer than
-    # 128 blocks; small launches are what this package is for, so not for these.
+    # 128 blocks; small launches are what this package is for, so not for these. The switch
+    # is global: the lock keeps two threads launching at once from restoring each other's
+    # "off" as the user's setting.
     config = cuda.config
-    warns = config.CUDA_LOW_OCCUPANCY_WARNINGS
-    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
-    try:
-        configured = kernel[grid, block, _stream()]
-    finally:
-        config.CUDA_LOW_OCCUPANCY_WARNINGS = warns
+    with _WARNING_SWITCH:
+        warns = config.CUDA_LOW_OCCUPANCY_WARNINGS
+        config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+        try:
+            configured = kernel[grid, block, _stream()]
+        finally:
+            config.CUDA_LOW_OCCUPANCY_WARNINGS = warns
     configured(*args)
+
+
+_WARNING_SWITCH = threading.Lock()
 
 
 def _stream():
