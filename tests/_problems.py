@@ -30,3 +30,23 @@ def lstm_problem(rng, batch, steps, n_in, hidden, dtype, scale=1.0, weight_scale
     dhT = rng.standard_normal((batch, hidden)).astype(dtype)
     dcT = rng.standard_normal((batch, hidden)).astype(dtype)
     return (xs, h0, c0, w_ih, w_hh, b), (dhs, dhT, dcT)
+
+
+def _stacked(problems, models):
+    """Each argument of `problems` stacked on a new leading models axis, cut to `models`
+    (0 gives every array with an empty models axis); None stays None."""
+    return [None if parts[0] is None else np.stack(parts)[:models] for parts in zip(*problems)]
+
+
+def dense_stack_problem(rng, models, batch, n_in, n_out, dtype, bias=True):
+    """dense_problem for each of `models` models (0 allowed), stacked: x, w, b, dy."""
+    return _stacked([dense_problem(rng, batch, n_in, n_out, dtype, bias=bias)
+                     for _ in range(max(models, 1))], models)
+
+
+def lstm_stack_problem(rng, models, batch, steps, n_in, hidden, dtype, weight_scale=1.0):
+    """lstm_problem for each of `models` models (0 allowed), stacked: (inputs, grads)."""
+    problems = [lstm_problem(rng, batch, steps, n_in, hidden, dtype, weight_scale=weight_scale)
+                for _ in range(max(models, 1))]
+    return (_stacked([p[0] for p in problems], models),
+            _stacked([p[1] for p in problems], models))

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from _compare import assert_close, lstm_grad_scale
-from _problems import dense_problem, lstm_problem
+from _problems import dense_problem, lstm_problem, lstm_stack_problem
 from conftest import SIMULATED, USABLE, WHY
 from tinynet import ops
 
@@ -171,7 +171,7 @@ def test_kernels_compile_once(rng, monkeypatch):
         inputs, (dhs, dhT, dcT) = lstm_problem(rng, batch, 2, 2, 3, np.float32)
         *_, ctx = ops.lstm(*inputs, backend="numba-cuda")
         ops.lstm_backward(ctx, dhs, dhT, dcT)
-        inputs, grads = stack_lstm_problem(rng, 2, batch, 2, 2, 3, np.float32)
+        inputs, grads = lstm_stack_problem(rng, 2, batch, 2, 2, 3, np.float32)
         *_, ctx = ops.lstm(*inputs, backend="numba-cuda", lengths=np.ones((2, batch), int))
         ops.lstm_backward(ctx, *grads)
 
@@ -259,28 +259,6 @@ def test_empty_axes(rng, monkeypatch, path):
 
 # --- stacks ------------------------------------------------------------------------------
 
-def stack_lstm_problem(rng, models, batch, steps, n_in, hidden, dtype):
-    """lstm_problem for each of `models` models, stacked: (inputs, (dhs, dhT, dcT))."""
-    problems = [lstm_problem(rng, batch, steps, n_in, hidden, dtype) for _ in range(models)]
-    inputs = tuple(np.stack(parts) for parts in zip(*(p[0] for p in problems)))
-    grads = tuple(np.stack(parts) for parts in zip(*(p[1] for p in problems)))
-    if not models:
-        inputs = tuple(np.zeros((0,) + a.shape, dtype) for a in problem_shapes(
-            batch, steps, n_in, hidden))
-        grads = tuple(np.zeros((0,) + a.shape, dtype) for a in problem_shapes(
-            batch, steps, None, hidden))
-    return inputs, grads
-
-
-def problem_shapes(batch, steps, n_in, hidden):
-    """Zero arrays of one model's shapes: the inputs of lstm, or (n_in None) its gradients."""
-    if n_in is None:
-        return (np.zeros((batch, steps, hidden)), np.zeros((batch, hidden)),
-                np.zeros((batch, hidden)))
-    return (np.zeros((batch, steps, n_in)), np.zeros((batch, hidden)), np.zeros((batch, hidden)),
-            np.zeros((n_in, 4 * hidden)), np.zeros((hidden, 4 * hidden)), np.zeros(4 * hidden))
-
-
 def stack_lstm_both(inputs, grads, **kw):
     """ops.lstm forward and backward on numba-cuda and on the reference: (ours, reference),
     each the 3 outputs followed by the 6 gradients."""
@@ -300,12 +278,12 @@ def test_stack_lstm_lengths_and_nan_padding(rng, launched, dtype):
     """3 models x 3 rows, lengths 0 .. steps, NaN in every padding step of xs, a forget_bias
     per model: every output and gradient against the reference, NaN nowhere."""
     models, batch, steps, n_in, hidden = 3, 3, 4, 2, 5
-    inputs, grads = stack_lstm_problem(rng, models, batch, steps, n_in, hidden, dtype)
+    inputs, grads = lstm_stack_problem(rng, models, batch, steps, n_in, hidden, dtype)
     lengths = np.array([[4, 0, 2], [1, 3, 4], [0, 0, 3]])
     xs = inputs[0].copy()
     xs[np.arange(steps) >= lengths[..., None]] = np.nan
     forget_bias = np.array([0.0, 1.0, 2.5])
-    ours, ref = stack_lstm_both((xs,) + inputs[1:], grads, lengths=lengths,
+    ours, ref = stack_lstm_both([xs, *inputs[1:]], grads, lengths=lengths,
                                 forget_bias=forget_bias)
     assert launched == ["stack_lstm_forward", "stack_lstm_backward", "sum_partials"]
     for name, got, want in zip(LSTM_NAMES, ours, ref):
@@ -320,7 +298,7 @@ def test_stack_lstm_lengths_and_nan_padding(rng, launched, dtype):
 def test_stack_lstm_cell_and_nan_isolation(rng, dtype):
     """A NaN in model 1's weights: models 0 and 2 give exactly what they give without it
     (a sequence of one row, so no sum over rows; and a cell)."""
-    inputs, grads = stack_lstm_problem(rng, 3, 1, 3, 2, 4, dtype)
+    inputs, grads = lstm_stack_problem(rng, 3, 1, 3, 2, 4, dtype)
     poisoned = [a.copy() for a in inputs]
     poisoned[4][1, 0, 0] = np.nan                      # w_hh of model 1
     clean, _ = stack_lstm_both(inputs, grads)
@@ -372,7 +350,7 @@ def test_stack_empty_axes(rng):
     an empty grid (refused by _launch)."""
     for models, batch, steps, n_in, hidden in ((0, 2, 2, 2, 2), (2, 0, 2, 2, 2), (2, 2, 0, 2, 2),
                                                (2, 2, 2, 0, 2), (2, 2, 2, 2, 0)):
-        inputs, grads = stack_lstm_problem(rng, models, batch, steps, n_in, hidden, np.float64)
+        inputs, grads = lstm_stack_problem(rng, models, batch, steps, n_in, hidden, np.float64)
         ours, ref = stack_lstm_both(inputs, grads)
         for name, got, want in zip(LSTM_NAMES, ours, ref):
             assert_close(f"stack lstm {(models, batch, steps, n_in, hidden)} {name}", got, want)
@@ -391,7 +369,7 @@ def test_stack_empty_axes(rng):
 def test_stack_runs_are_bit_identical(rng):
     """dw sums over rows (sum_partials) and chunks in a fixed order: two runs agree bit for
     bit."""
-    inputs, grads = stack_lstm_problem(rng, 2, 3, 3, 2, 3, np.float32)
+    inputs, grads = lstm_stack_problem(rng, 2, 3, 3, 2, 3, np.float32)
     runs = [stack_lstm_both(inputs, grads)[0] for _ in range(2)]
     for name, first, second in zip(LSTM_NAMES, *runs):
         assert np.array_equal(first, second), name

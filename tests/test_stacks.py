@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tinynet import ops
 
 from _compare import assert_close, lstm_grad_scale
-from _problems import dense_problem, lstm_problem
+from _problems import dense_stack_problem, lstm_stack_problem
 from conftest import BACKENDS, SIMULATED, backend_param
 
 ALL = [backend_param(name) for name in BACKENDS]
@@ -33,23 +33,6 @@ def models_param(backend, models):
         pytest.skip("M > 3 under Numba's CUDA simulator (one Python thread per CUDA thread); "
                     "runs on a GPU with TINYNET_GPU_TESTS=1")
     return models
-
-
-def stack(arrays):
-    return np.stack(arrays) if arrays[0] is not None else None
-
-
-def dense_stack_problem(rng, models, batch, n_in, n_out, dtype, bias):
-    parts = [dense_problem(rng, batch, n_in, n_out, dtype, bias=bias) for _ in range(models)]
-    return [stack([p[i] for p in parts]) for i in range(4)]
-
-
-def lstm_stack_problem(rng, models, batch, steps, n_in, hidden, dtype, weight_scale=1.0):
-    parts = [lstm_problem(rng, batch, steps, n_in, hidden, dtype, weight_scale=weight_scale)
-             for _ in range(models)]
-    inputs = [stack([p[0][i] for p in parts]) for i in range(6)]
-    grads = [stack([p[1][i] for p in parts]) for i in range(3)]
-    return inputs, grads
 
 
 def empty_stack(shape, dtype):

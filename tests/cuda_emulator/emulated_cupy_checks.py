@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from _compare import assert_close, assert_grads_close, lstm_grad_scale
-from _problems import ACTIVATIONS, dense_problem, lstm_problem
+from _problems import (ACTIVATIONS, dense_problem, dense_stack_problem, lstm_problem,
+                       lstm_stack_problem)
 from tinynet import ops
 from tinynet.backends import cupy_cuda, numpy_ref
 
@@ -122,11 +123,6 @@ STACK_LSTM = [(3, 5, 7, 4, 6), (2, 3, 4, 9, 2), (0, 2, 3, 2, 2), (2, 0, 3, 2, 2)
               (2, 2, 0, 2, 2), (2, 2, 3, 0, 2), (2, 2, 3, 2, 0)]    # (M, batch, steps, in, H)
 
 
-def stacked(problems):
-    """[(a, b, ...) per model] -> (stack of a's, stack of b's, ...); None stays None."""
-    return [None if parts[0] is None else np.stack(parts) for parts in zip(*problems)]
-
-
 def shared_by_models(host_array, models):
     """A device array shared by every model: a broadcast view with a 0 stride on the models
     axis, as cupy.broadcast_to makes."""
@@ -150,11 +146,7 @@ def reference_stack_dense(x, w, b, dy, activation):
 def test_stack_dense(rng, dtype, activation):
     for models, batch, n_in, n_out in STACK_DENSE:
         for bias, shared_x in ((True, False), (False, True)):
-            problems = [dense_problem(rng, batch, n_in, n_out, dtype, bias=bias)
-                        for _ in range(models)]
-            host = stacked(problems) if models else [
-                np.zeros((0, batch, n_in), dtype), np.zeros((0, n_in, n_out), dtype),
-                np.zeros((0, n_out), dtype) if bias else None, np.zeros((0, batch, n_out), dtype)]
+            host = dense_stack_problem(rng, models, batch, n_in, n_out, dtype, bias)
             if shared_x:
                 host[0] = np.broadcast_to(host[0][:1], host[0].shape) if models else host[0]
             if models > 1 and host[1].size:
@@ -205,19 +197,10 @@ def reference_stack_lstm(inputs, forget_bias, lengths, grads_out, activation,
 
 
 def stack_lstm_problem(rng, models, batch, steps, n_in, hidden, dtype, weight_scale):
-    problems = [lstm_problem(rng, batch, steps, n_in, hidden, dtype, weight_scale=weight_scale)
-                for _ in range(models)]
-    if models:
-        inputs = stacked([p[0] for p in problems])
-        grads_out = stacked([p[1] for p in problems])
-    else:
-        shapes = [(batch, steps, n_in), (batch, hidden), (batch, hidden), (n_in, 4 * hidden),
-                  (hidden, 4 * hidden), (4 * hidden,)]
-        inputs = [np.zeros((0, *shape), dtype) for shape in shapes]
-        grads_out = [np.zeros((0, *shape), dtype)
-                     for shape in [(batch, steps, hidden), (batch, hidden), (batch, hidden)]]
-    forget_bias = rng.uniform(-1.0, 2.0, models).astype(dtype)
-    return inputs, grads_out, forget_bias
+    """lstm_stack_problem and a forget_bias per model."""
+    inputs, grads_out = lstm_stack_problem(rng, models, batch, steps, n_in, hidden, dtype,
+                                           weight_scale)
+    return inputs, grads_out, rng.uniform(-1.0, 2.0, models).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
