@@ -208,9 +208,15 @@ def _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b):
 def _output_gradients(op, ctx, names, grads):
     """The output gradients a backward takes: checked, None as zeros."""
     be, outputs, dtype = ctx[1], ctx[3], ctx[4]
-    return [be.zeros(outputs[index].shape, dtype) if g is None
-            else _gradient(op, ctx, be, index, names[index], g)
-            for index, g in enumerate(grads)]
+    native = be.NATIVE_ARRAY
+    filled = []
+    for index, g in enumerate(grads):
+        if g is None:
+            g = be.zeros(outputs[index].shape, dtype)
+        elif not (type(g) is native and g.dtype is dtype and g.shape == outputs[index].shape):
+            g = _gradient(op, ctx, be, index, names[index], g)     # converted, or refused
+        filled.append(g)
+    return filled
 
 
 def _dense_stack(be, x, w, b, act):
