@@ -8,14 +8,9 @@ Reference: tinynet/backends/numpy_ref.py:lstm_cell_forward, lstm_cell_backward
     i = ra(zi); f = ra(zf + forget_bias); g = a(zg); o = ra(zo)
     c1 = f * c + i * g;  h1 = o * a(c1)
 
-Used by tinynet.backends.numba_cuda for lstm_cell with H > lstm.MAX_HIDDEN, and, one
-launch per step, for lstm over a sequence with H > lstm.MAX_HIDDEN (the fallback of the
-persistent kernels in lstm.py). For H <= lstm.MAX_HIDDEN lstm_cell runs lstm.py's
-persistent kernels on a sequence of one step instead.
-
-Steps are addressed as (3-D array, step index), so the per-step launches of the sequence
-fallback read and write the (batch, steps, ...) buffers in place; a single cell passes
-its 2-D arrays as (batch, 1, ...) views. All arrays C-contiguous.
+Used, one launch per step, for lstm over a sequence with H > lstm.MAX_HIDDEN (the fallback
+of the persistent kernels in lstm.py), driven by tinynet/backends/_per_step.py: each step's
+arrays are contiguous (batch, ...) slices of its time-major buffers. All arrays C-contiguous.
 
 lstm_cell_forward      grid tiles.grid(batch, H, 16) (1-D), blocks of 16 x 16 threads
     (tiles.py). A block computes the 64 gate columns of 16 hidden units (4 gates x 16) for
@@ -25,16 +20,17 @@ lstm_cell_forward      grid tiles.grid(batch, H, 16) (1-D), blocks of 16 x 16 th
     rows and finishes the cell in registers: z is never written; h1, c1 and the gates
     (saved for the backward) are written once.
 lstm_cell_backward_dz  1-D grid over batch * H, THREADS per block. One thread per (row, unit):
-    dz (the gradient of the gate pre-activations, written to dz_step and to dz_all at
-    step t) and the gradient of c before the step. The GEMMs that consume dz (dx, dh, dw_ih,
-    dw_hh, db) are dense.py's kernels with the linear activation.
+    dz (the gradient of the gate pre-activations) and the gradient of c before the step. The
+    GEMMs that consume dz (dx, dh, dw_ih, dw_hh, db) are dense.py's kernels with the linear
+    activation.
 """
 
 from numba import cuda
 
 from ..numba_math import activate, activation_grad
 from .tiles import (LOADS, PADDED, PER_THREAD, SIDE, TILE, TILE_K, VECTOR_ALIGNMENT, c_array,
-                    device, grid, multiply_tiles, scalar, tile_origin, zero_accumulators)
+                    device, grid, multiply_tiles, scalar, stage_transposed, tile_origin,
+                    zero_accumulators)
 
 UNITS = TILE // 4          # hidden units per block: 4 gates x 16 units = 64 gate columns
 THREADS = 256              # threads per block of the pointwise backward
@@ -64,19 +60,6 @@ def cell_backward(i, f, g, o, c1, c, dh1, dc1, act, rec):
 
 
 @device
-def stage_step_transposed(tile, src, step, row0, k0, thread):
-    """tile[k, m] = src[row0 + m, step, k0 + k], zero outside src (rows, steps, depth)."""
-    rows, _, depth = src.shape
-    for load in range(LOADS):
-        m = thread // TILE_K + load * (SIDE * SIDE // TILE_K)
-        k = thread % TILE_K
-        if row0 + m < rows and k0 + k < depth:
-            tile[k, m] = src[row0 + m, step, k0 + k]
-        else:
-            tile[k, m] = 0
-
-
-@device
 def stage_gate_columns(tile, w, k0, unit0, hidden, thread):
     """tile[k, n] = w[k0 + k, (n % 4) * H + unit0 + n // 4]: the four gates of 16 units;
     zero outside w (depth, 4H)."""
@@ -92,30 +75,28 @@ def stage_gate_columns(tile, w, k0, unit0, hidden, thread):
 
 
 @device
-def finish_cell(x_i, x_f, x_g, x_o, row, unit, step_c, step_out, c_src, b, act, rec, forget_bias,
-                hs, cs, gates):
+def finish_cell(x_i, x_f, x_g, x_o, row, unit, c, b, act, rec, forget_bias, h1, c1, gates):
     """The epilogue of one (row, unit): add the bias to its four gate sums x_*, run the
-    cell, write h1, c1 and the gates at step_out (nothing outside (batch, H))."""
-    batch, _, hidden = hs.shape
+    cell, write h1, c1 and the gates (nothing outside (batch, H))."""
+    batch, hidden = h1.shape
     if row < batch and unit < hidden:
-        gate_i, gate_f, gate_g, gate_o, c1, h1 = cell_forward(
+        gate_i, gate_f, gate_g, gate_o, c_new, h_new = cell_forward(
             x_i + b[unit], x_f + b[hidden + unit], x_g + b[2 * hidden + unit],
-            x_o + b[3 * hidden + unit], c_src[row, step_c, unit], act, rec, forget_bias)
-        hs[row, step_out, unit] = h1
-        cs[row, step_out, unit] = c1
-        gates[row, step_out, unit] = gate_i
-        gates[row, step_out, hidden + unit] = gate_f
-        gates[row, step_out, 2 * hidden + unit] = gate_g
-        gates[row, step_out, 3 * hidden + unit] = gate_o
+            x_o + b[3 * hidden + unit], c[row, unit], act, rec, forget_bias)
+        h1[row, unit] = h_new
+        c1[row, unit] = c_new
+        gates[row, unit] = gate_i
+        gates[row, hidden + unit] = gate_f
+        gates[row, 2 * hidden + unit] = gate_g
+        gates[row, 3 * hidden + unit] = gate_o
 
 
 def lstm_cell_forward_source(dtype):
-    def lstm_cell_forward(xs, step_x, h_src, step_h, c_src, step_c, w_ih, w_hh, b, act, rec,
-                          forget_bias, hs, cs, gates, step_out):
-        # xs (batch, *, in) at step_x; h_src, c_src (batch, *, H) at step_h, step_c
+    def lstm_cell_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias, h1, c1, gates):
+        # x (batch, in), h and c (batch, H): the step's input and the state before it
         # w_ih (in, 4H), w_hh (H, 4H), b (4H,)
-        # out at step_out: hs, cs (batch, *, H), gates (batch, *, 4H) = i, f, g, o
-        n_in = xs.shape[2]
+        # out: h1, c1 (batch, H), gates (batch, 4H) = i, f, g, o
+        n_in = x.shape[1]
         hidden = w_hh.shape[0]
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -128,13 +109,13 @@ def lstm_cell_forward_source(dtype):
         acc = cuda.local.array((PER_THREAD, PER_THREAD), dtype)
         zero_accumulators(acc)
         for k0 in range(0, n_in, TILE_K):
-            stage_step_transposed(a_tile, xs, step_x, row0, k0, thread)
+            stage_transposed(a_tile, x, row0, k0, thread)
             stage_gate_columns(w_tile, w_ih, k0, unit0, hidden, thread)
             cuda.syncthreads()   # both tiles staged before anyone multiplies
             multiply_tiles(a_tile, w_tile, acc, ty, tx)
             cuda.syncthreads()   # everyone done reading before the next stage overwrites
         for k0 in range(0, hidden, TILE_K):
-            stage_step_transposed(a_tile, h_src, step_h, row0, k0, thread)
+            stage_transposed(a_tile, h, row0, k0, thread)
             stage_gate_columns(w_tile, w_hh, k0, unit0, hidden, thread)
             cuda.syncthreads()   # both tiles staged before anyone multiplies
             multiply_tiles(a_tile, w_tile, acc, ty, tx)
@@ -144,22 +125,21 @@ def lstm_cell_forward_source(dtype):
         # large is not unrolled for float64, and acc[i, ...] would then live on the stack).
         row = row0 + ty * PER_THREAD
         unit = unit0 + tx
-        finish_cell(acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3], row, unit, step_c, step_out,
-                    c_src, b, act, rec, forget_bias, hs, cs, gates)
-        finish_cell(acc[1, 0], acc[1, 1], acc[1, 2], acc[1, 3], row + 1, unit, step_c,
-                    step_out, c_src, b, act, rec, forget_bias, hs, cs, gates)
-        finish_cell(acc[2, 0], acc[2, 1], acc[2, 2], acc[2, 3], row + 2, unit, step_c,
-                    step_out, c_src, b, act, rec, forget_bias, hs, cs, gates)
-        finish_cell(acc[3, 0], acc[3, 1], acc[3, 2], acc[3, 3], row + 3, unit, step_c,
-                    step_out, c_src, b, act, rec, forget_bias, hs, cs, gates)
+        finish_cell(acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3], row, unit, c, b, act, rec,
+                    forget_bias, h1, c1, gates)
+        finish_cell(acc[1, 0], acc[1, 1], acc[1, 2], acc[1, 3], row + 1, unit, c, b, act, rec,
+                    forget_bias, h1, c1, gates)
+        finish_cell(acc[2, 0], acc[2, 1], acc[2, 2], acc[2, 3], row + 2, unit, c, b, act, rec,
+                    forget_bias, h1, c1, gates)
+        finish_cell(acc[3, 0], acc[3, 1], acc[3, 2], acc[3, 3], row + 3, unit, c, b, act, rec,
+                    forget_bias, h1, c1, gates)
     return lstm_cell_forward
 
 
 def lstm_cell_forward_argtypes(dtype):
-    step = scalar(int)
-    return (c_array(dtype, 3), step, c_array(dtype, 3), step, c_array(dtype, 3), step,
-            c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 1), scalar(int), scalar(int),
-            scalar(dtype), c_array(dtype, 3), c_array(dtype, 3), c_array(dtype, 3), step)
+    return (c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2),
+            c_array(dtype, 2), c_array(dtype, 1), scalar(int), scalar(int), scalar(dtype),
+            c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2))
 
 
 def lstm_cell_forward_grid(batch, hidden):
@@ -167,41 +147,34 @@ def lstm_cell_forward_grid(batch, hidden):
 
 
 def lstm_cell_backward_dz_source(dtype):
-    def lstm_cell_backward_dz(gates, cs, step, c_src, step_c, act, rec, dh_carry, dhs, dc,
-                              dz_step, dz_all):
-        # gates (batch, *, 4H), cs (batch, *, H) at step: saved by the forward
-        # c_src (batch, *, H) at step_c: the cell state before the step
+    def lstm_cell_backward_dz(gates, c1, c, act, rec, dh_carry, dhs, dc, dz):
+        # gates (batch, 4H), c1 (batch, H): saved by the step's forward
+        # c (batch, H): the cell state before the step
         # dh_carry (batch, H): gradient reaching h1 from later steps (or the caller)
-        # dhs (batch, *, H) at step: the gradient of the step's output h1, added to dh_carry
+        # dhs (batch, H): the gradient of the step's output h1, added to dh_carry
         # dc (batch, H): in, the gradient of c1; out, the gradient of c before the step
-        # out: dz_step (batch, 4H) and dz_all (batch, *, 4H) at step
+        # out: dz (batch, 4H)
         batch, hidden = dc.shape
         index = cuda.grid(1)
         if index < batch * hidden:
             row = index // hidden
             unit = index % hidden
-            dh = dh_carry[row, unit] + dhs[row, step, unit]
+            dh = dh_carry[row, unit] + dhs[row, unit]
             dz_i, dz_f, dz_g, dz_o, dc_before = cell_backward(
-                gates[row, step, unit], gates[row, step, hidden + unit],
-                gates[row, step, 2 * hidden + unit], gates[row, step, 3 * hidden + unit],
-                cs[row, step, unit], c_src[row, step_c, unit], dh, dc[row, unit], act, rec)
+                gates[row, unit], gates[row, hidden + unit], gates[row, 2 * hidden + unit],
+                gates[row, 3 * hidden + unit], c1[row, unit], c[row, unit], dh, dc[row, unit],
+                act, rec)
             dc[row, unit] = dc_before
-            dz_step[row, unit] = dz_i
-            dz_step[row, hidden + unit] = dz_f
-            dz_step[row, 2 * hidden + unit] = dz_g
-            dz_step[row, 3 * hidden + unit] = dz_o
-            dz_all[row, step, unit] = dz_i
-            dz_all[row, step, hidden + unit] = dz_f
-            dz_all[row, step, 2 * hidden + unit] = dz_g
-            dz_all[row, step, 3 * hidden + unit] = dz_o
+            dz[row, unit] = dz_i
+            dz[row, hidden + unit] = dz_f
+            dz[row, 2 * hidden + unit] = dz_g
+            dz[row, 3 * hidden + unit] = dz_o
     return lstm_cell_backward_dz
 
 
 def lstm_cell_backward_dz_argtypes(dtype):
-    step = scalar(int)
-    return (c_array(dtype, 3), c_array(dtype, 3), step, c_array(dtype, 3), step, scalar(int),
-            scalar(int), c_array(dtype, 2), c_array(dtype, 3), c_array(dtype, 2),
-            c_array(dtype, 2), c_array(dtype, 3))
+    return (c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2), scalar(int), scalar(int),
+            c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2), c_array(dtype, 2))
 
 
 def lstm_cell_backward_dz_grid(batch, hidden):

@@ -21,7 +21,9 @@ Paths, per op and size (FUSED_MAX_WIDTH below):
   dense      fused tiled GEMM + bias + activation (dense.cu)     | cuBLAS + our epilogue/prologue
   lstm_cell  fused [x|h] @ [w_ih; w_hh] + gates (lstm_cell.cu)   | cuBLAS + our gate kernel
   lstm       persistent recurrence, one launch per direction     | per step: cuBLAS h @ w_hh +
-             (lstm.cu), w_hh in shared memory                    | our gate kernel (lstm_cell.cu)
+             (lstm.cu), w_hh in shared memory                    | our gate kernel (lstm_cell.cu),
+                                                                 | the loop shared with numba-cuda
+                                                                 | (tinynet/backends/_per_step.py)
 Stacks (M models per call, stack_*):
   dense      one batched cuBLAS GEMM per product + our epilogue/prologue (stack_dense.cu)
   lstm_cell  none of its own: tinynet.ops runs it as the stacked LSTM of one step
@@ -42,6 +44,7 @@ import numpy as np
 
 import tinynet.kernels
 from tinynet._activations import CODES
+from tinynet.backends import _per_step
 from tinynet.kernels.split_k import split_rows
 
 NAME = "cupy"
@@ -443,14 +446,14 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
     forget_bias = xs.dtype.type(forget_bias)
     if _persistent(hidden, xs.dtype):
         return _lstm_forward_persistent(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
-    return _lstm_forward_per_step(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
+    return _per_step.forward(_STEPS, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
 
 
 def lstm_backward(saved, dhs, dhT, dcT):
     dhs, dhT, dcT = _c(dhs), _c(dhT), _c(dcT)
     if saved[0] == "persistent":
         return _lstm_backward_persistent(saved[1:], dhs, dhT, dcT)
-    return _lstm_backward_per_step(saved[1:], dhs, dhT, dcT)
+    return _per_step.backward(_STEPS, saved, dhs, dhT, dcT)
 
 
 def _lstm_forward_persistent(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias):
@@ -490,53 +493,33 @@ def _lstm_backward_persistent(saved, dhs, dhT, dcT):
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 
-def _lstm_forward_per_step(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias):
-    """Large H: per step, cuBLAS h @ w_hh and lstm_cell.cu's gate kernel. Time-major inside
-    (every step's slice contiguous for cuBLAS), batch-major outside."""
-    dtype = xs.dtype
-    batch, steps, n_in = xs.shape
-    hidden = w_hh.shape[0]
-    xs_tm = cupy.ascontiguousarray(xs.transpose(1, 0, 2))                  # (steps, batch, in)
-    x_proj = (xs_tm.reshape(steps * batch, n_in) @ w_ih).reshape(steps, batch, 4 * hidden)
-    hs_tm = cupy.empty((steps, batch, hidden), dtype)
-    cs_tm = cupy.empty((steps, batch, hidden), dtype)
-    gates_tm = cupy.empty((steps, batch, 4 * hidden), dtype)
-    h, c = h0, c0
-    for t in range(steps):
-        _launch_elementwise("lstm_cell.cu", "lstm_cell_gates", dtype, batch * hidden,
-                            (x_proj[t], h @ w_hh, b, c, hs_tm[t], cs_tm[t], gates_tm[t],
-                             _i32(batch), _i32(hidden), _i32(act), _i32(rec), forget_bias))
-        h, c = hs_tm[t], cs_tm[t]
-    h_last, c_last = h.copy(), c.copy()     # not views of hs_tm, cs_tm; nor h0, c0 (steps = 0)
-    hs = cupy.ascontiguousarray(hs_tm.transpose(1, 0, 2))
-    saved = ("per_step", xs_tm, h0, c0, w_ih, w_hh, hs_tm, cs_tm, gates_tm, act, rec)
-    return hs, h_last, c_last, saved
+# The per-step path (tinynet/backends/_per_step.py) over cuBLAS and lstm_cell.cu's kernels:
+# x @ w_ih for every step in one GEMM before the loop, h @ w_hh in the loop.
+
+def _step_forward(x_proj, h, c, w_ih, w_hh, b, act, rec, forget_bias, h1, c1, gates):
+    batch, hidden = h1.shape
+    _launch_elementwise("lstm_cell.cu", "lstm_cell_gates", h1.dtype, batch * hidden,
+                        (x_proj, h @ w_hh, b, c, h1, c1, gates, _i32(batch), _i32(hidden),
+                         _i32(act), _i32(rec), forget_bias))
 
 
-def _lstm_backward_per_step(saved, dhs, dhT, dcT):
-    xs_tm, h0, c0, w_ih, w_hh, hs_tm, cs_tm, gates_tm, act, rec = saved
-    dtype = xs_tm.dtype
-    steps, batch, n_in = xs_tm.shape
-    hidden = w_hh.shape[0]
-    dhs_tm = cupy.ascontiguousarray(dhs.transpose(1, 0, 2))
-    dz_tm = cupy.empty((steps, batch, 4 * hidden), dtype)
-    dc = dcT.copy()                                         # updated in place, step by step
-    dh_next = dhT
-    for t in reversed(range(steps)):
-        c_prev = cs_tm[t - 1] if t > 0 else c0
-        _launch_elementwise("lstm_cell.cu", "lstm_cell_backward_pointwise", dtype,
-                            batch * hidden,
-                            (dh_next, dhs_tm[t], dc, c_prev, gates_tm[t], cs_tm[t], dz_tm[t], dc,
-                             _i32(batch), _i32(hidden), _i32(act), _i32(rec)))
-        dh_next = dz_tm[t] @ w_hh.T                         # cuBLAS
-    dh0 = dh_next if steps else dhT.copy()                  # never the input itself
-    rows = steps * batch
-    dz_rows = dz_tm.reshape(rows, 4 * hidden)
-    dxs = cupy.ascontiguousarray((dz_rows @ w_ih.T).reshape(steps, batch, n_in).transpose(1, 0, 2))
-    h_prev = cupy.concatenate([h0[None], hs_tm[:-1]]) if steps else hs_tm
-    dw_ih = xs_tm.reshape(rows, n_in).T @ dz_rows
-    dw_hh = h_prev.reshape(rows, hidden).T @ dz_rows
-    return dxs, dh0, dc, dw_ih, dw_hh, _column_sums(dz_rows)
+def _step_backward(gates, c1, c, dh, dhs, dc, dz, act, rec):
+    batch, hidden = dc.shape
+    _launch_elementwise("lstm_cell.cu", "lstm_cell_backward_pointwise", dc.dtype,
+                        batch * hidden, (dh, dhs, dc, c, gates, c1, dz, dc, _i32(batch),
+                                         _i32(hidden), _i32(act), _i32(rec)))
+
+
+def _project(xs, w_ih):
+    steps, batch, n_in = xs.shape
+    return (xs.reshape(steps * batch, n_in) @ w_ih).reshape(steps, batch, w_ih.shape[1])
+
+
+_STEPS = _per_step.Steps(
+    xp=cupy, inputs=_project, forward=_step_forward, backward=_step_backward,
+    times_weights_t=lambda a, w: a @ w.T,
+    weight_gradients=lambda a, dz, with_sums: (a.T @ dz,
+                                               _column_sums(dz) if with_sums else None))
 
 
 # --- stacks: M independent models per call ------------------------------------------

@@ -13,7 +13,8 @@ Which kernels run (each kernel file's header says what it computes and how it la
   lstm       H <= lstm.max_hidden(dtype) (64 float32, 32 float64): one persistent launch
              forward (lstm.lstm_forward); backward one launch (lstm.lstm_backward) +
              partials.sum_partials when the batch spans more than one block.
-             Larger H, per step: lstm_cell.lstm_cell_forward; backward per step
+             Larger H, per step (the loop in tinynet/backends/_per_step.py, shared with
+             cupy): lstm_cell.lstm_cell_forward; backward per step
              lstm_cell.lstm_cell_backward_dz and the dh GEMM (dense_backward_dx), then
              dxs, dw_ih, db, dw_hh as GEMMs over all steps (dense.py).
   lstm_cell  none of its own: tinynet.ops runs it as a sequence of one step (lstm's kernels).
@@ -36,6 +37,7 @@ import numpy as np
 from numba import cuda, types
 
 from tinynet._activations import CODES
+from tinynet.backends import _per_step
 from tinynet.kernels.numba_cuda import (dense, lstm, lstm_cell, partials, stack_dense,
                                         stack_lstm, tiles)
 
@@ -249,45 +251,35 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
     dtype = xs.dtype
     act, rec = CODES[activation], CODES[recurrent_activation]
     forget_bias = dtype.type(forget_bias)
+    if not _persistent(dtype, hidden):
+        return _per_step.forward(_STEPS, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias)
     hs = xp.empty((batch, steps, hidden), dtype)
     cs = xp.empty((batch, steps, hidden), dtype)
     gates = xp.empty((batch, steps, 4 * hidden), dtype)     # activated i, f, g, o
-    if _persistent(dtype, hidden):
-        hT = xp.empty((batch, hidden), dtype)
-        cT = xp.empty((batch, hidden), dtype)
-        if batch and hidden:
-            _launch(_kernel(lstm, "lstm_forward", dtype.type, hidden), lstm.grid(batch),
-                    lstm.block_size(hidden), xs, h0, c0, w_ih, w_hh, b, act, rec,
-                    forget_bias, hs, cs, gates, hT, cT)
-    else:
-        kernel = _kernel(lstm_cell, "lstm_cell_forward", dtype.type)
-        for t in range(steps if batch and hidden else 0):
-            h_src, step_h = (h0.reshape(batch, 1, hidden), 0) if t == 0 else (hs, t - 1)
-            c_src, step_c = (c0.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
-            _launch(kernel, lstm_cell.lstm_cell_forward_grid(batch, hidden), tiles.BLOCK,
-                    xs, t, h_src, step_h, c_src, step_c, w_ih, w_hh, b, act, rec, forget_bias,
-                    hs, cs, gates, t)
-        hT = xp.ascontiguousarray(hs[:, steps - 1]) if steps else h0.copy()
-        cT = xp.ascontiguousarray(cs[:, steps - 1]) if steps else c0.copy()
-    saved = (xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec)
+    hT = xp.empty((batch, hidden), dtype)
+    cT = xp.empty((batch, hidden), dtype)
+    if batch and hidden:
+        _launch(_kernel(lstm, "lstm_forward", dtype.type, hidden), lstm.grid(batch),
+                lstm.block_size(hidden), xs, h0, c0, w_ih, w_hh, b, act, rec,
+                forget_bias, hs, cs, gates, hT, cT)
+    saved = ("persistent", xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec)
     return hs, hT, cT, saved
 
 
 def lstm_backward(saved, dhs, dhT, dcT):
     # dhs (batch, steps, H), dhT and dcT (batch, H)
-    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    if saved[0] == "per_step":
+        return _per_step.backward(_STEPS, saved, dhs, dhT, dcT)
+    _, xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
     n_in = xs.shape[2]
     hidden = w_hh.shape[0]
-    if _persistent(xs.dtype, hidden):
-        dxs, dh0, dc0, dw_all = _persistent_backward(saved, dhs, dhT, dcT)
-    else:
-        dxs, dh0, dc0, dw_all = _stepwise_backward(saved, dhs, dhT, dcT)
+    dxs, dh0, dc0, dw_all = _persistent_backward(saved, dhs, dhT, dcT)
     # dw_all (in + H + 1, 4H): rows dw_ih, then dw_hh, then db
     return (dxs, dh0, dc0, dw_all[:n_in], dw_all[n_in:n_in + hidden], dw_all[n_in + hidden])
 
 
 def _persistent_backward(saved, dhs, dhT, dcT):
-    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
+    _, xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
     batch, steps, n_in = xs.shape
     hidden = w_hh.shape[0]
     dtype = xs.dtype
@@ -307,35 +299,33 @@ def _persistent_backward(saved, dhs, dhT, dcT):
     return dxs, dh0, dc0, _sum_partials(dw_partial)
 
 
-def _stepwise_backward(saved, dhs, dhT, dcT):
-    """BPTT with one launch per step for the recurrence; everything that does not feed the
-    recurrence is one GEMM over all steps afterwards."""
-    xs, h0, c0, w_ih, w_hh, hs, cs, gates, act, rec = saved
-    batch, steps, n_in = xs.shape
-    hidden = w_hh.shape[0]
-    dtype = xs.dtype
-    dz_all = xp.empty((batch, steps, 4 * hidden), dtype)
-    dz_step = xp.empty((batch, 4 * hidden), dtype)
-    dh = dhT.copy()            # replaced step by step: the gradient reaching h_t
-    dc = dcT.copy()            # updated in place, step by step
-    if batch:
-        kernel = _kernel(lstm_cell, "lstm_cell_backward_dz", dtype.type)
-        for t in reversed(range(steps)):
-            c_src, step_c = (c0.reshape(batch, 1, hidden), 0) if t == 0 else (cs, t - 1)
-            _launch(kernel, lstm_cell.lstm_cell_backward_dz_grid(batch, hidden),
-                    lstm_cell.THREADS, gates, cs, t, c_src, step_c, act, rec, dh,
-                    dhs, dc, dz_step, dz_all)
-            dh = _gradient_times_weights(dz_step, dz_step, CODES["linear"], w_hh)
-    dz_flat = dz_all.reshape(batch * steps, 4 * hidden)
-    linear = CODES["linear"]
-    dxs = _gradient_times_weights(dz_flat, dz_flat, linear, w_ih).reshape(batch, steps, n_in)
-    dw_ih_and_db = _features_times_gradient(xs.reshape(batch * steps, n_in), True, dz_flat,
-                                            dz_flat, linear)
-    h_prev = xp.concatenate([h0.reshape(batch, 1, hidden), hs], axis=1)[:, :steps]
-    dw_hh = _features_times_gradient(xp.ascontiguousarray(h_prev).reshape(batch * steps, hidden),
-                                     False, dz_flat, dz_flat, linear)
-    dw_all = xp.concatenate([dw_ih_and_db[:n_in], dw_hh, dw_ih_and_db[n_in:]])
-    return dxs, dh, dc, dw_all
+# The per-step path (tinynet/backends/_per_step.py) over lstm_cell.py's kernels: each step
+# one fused launch of [x | h] @ [w_ih ; w_hh] and the cell, so the step reads xs itself.
+
+def _step_forward(x, h, c, w_ih, w_hh, b, act, rec, forget_bias, h1, c1, gates):
+    batch, hidden = h1.shape
+    _launch(_kernel(lstm_cell, "lstm_cell_forward", x.dtype.type),
+            lstm_cell.lstm_cell_forward_grid(batch, hidden), tiles.BLOCK, x, h, c, w_ih, w_hh,
+            b, act, rec, forget_bias, h1, c1, gates)
+
+
+def _step_backward(gates, c1, c, dh, dhs, dc, dz, act, rec):
+    batch, hidden = dc.shape
+    _launch(_kernel(lstm_cell, "lstm_cell_backward_dz", dc.dtype.type),
+            lstm_cell.lstm_cell_backward_dz_grid(batch, hidden), lstm_cell.THREADS, gates, c1,
+            c, act, rec, dh, dhs, dc, dz)
+
+
+def _weight_gradients(a, dz, with_sums):
+    a_t_dz = _features_times_gradient(a, with_sums, dz, dz, CODES["linear"])
+    n_in = a.shape[1]
+    return a_t_dz[:n_in], (a_t_dz[n_in] if with_sums else None)
+
+
+_STEPS = _per_step.Steps(
+    xp=xp, inputs=lambda xs, w_ih: xs, forward=_step_forward, backward=_step_backward,
+    times_weights_t=lambda a, w: _gradient_times_weights(a, a, CODES["linear"], w),
+    weight_gradients=_weight_gradients)
 
 
 # --- stacks of M models ------------------------------------------------------------------
