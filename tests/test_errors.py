@@ -1,7 +1,7 @@
-"""Every error path of API.md: bad input is refused with a ValueError that names the op, the
-argument, the expected shape (with symbols), the shape or dtype it got, and the fix. The
-checks live in tinynet.ops, so every backend answers alike; they run here on each CPU
-backend present."""
+"""Every error path of the ops contract: bad input is refused with a ValueError that names
+the op, the argument, the expected shape (with symbols), the shape or dtype it got, and the
+fix. The checks live in tinynet.ops, so every backend answers alike; they run here on each
+CPU backend present."""
 
 import re
 

@@ -129,7 +129,7 @@ def _check_lstm_weights(op, n_in, w_ih, w_hh, b):
     return hidden
 
 
-# --- stacks and lengths (API.md "Stacks of models", "Sequences of different lengths") ---
+# --- stacks and lengths (README "Many models at once", "Sequences of different lengths") -
 # Stacked shapes checked, forget_bias as an (M,) array of the data's dtype, lengths as an
 # (M, batch) int32 array. A single-model LSTM with lengths runs as a stack of one.
 

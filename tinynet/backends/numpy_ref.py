@@ -4,7 +4,8 @@ Every other backend is checked against these functions, and these are checked ag
 finite differences (tests/test_reference_gradients.py). Arguments arrive validated by
 tinynet.ops: float32 or float64 arrays of one dtype and matching shapes.
 
-Conventions (the ops contract, README "Ops"): batch first; weights (in, out); LSTM gate blocks i, f, g, o.
+Conventions (the ops contract, README "Ops"): batch first; weights (in, out); LSTM gate
+blocks i, f, g, o.
 """
 
 import numpy as np

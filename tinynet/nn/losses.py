@@ -41,7 +41,8 @@ def check_shapes(name, pred, target):
                              f"{pred.dtype}: convert it with y.astype(np.{pred.dtype}) "
                              "(Model.fit/evaluate do this for you)")
         return
-    message = f"{name} loss: prediction shape {shape_text(p)} and target shape {shape_text(t)} differ"
+    message = (f"{name} loss: prediction shape {shape_text(p)} and target shape "
+               f"{shape_text(t)} differ")
     if len(p) == len(t) + 1 and p[-1] == 1 and p[:-1] == t:
         fix = "the target has no last axis: use y.reshape(-1, 1) (or y[:, None]) so it is " \
               f"{shape_text(p)} like the prediction"
@@ -132,7 +133,7 @@ def _mean_square(name, pred, target):
     check_shapes(name, pred, target)
     diff = pred - target
     flat = diff.reshape(-1)
-    # vdot: one call for the sum of squares (0.4 us, against 1.5 for (diff * diff).sum())
+    # vdot: the sum of squares in one call, with no (diff * diff) temporary
     return float(array_module(diff).vdot(flat, flat)) / max(diff.size, 1), diff
 
 
@@ -166,9 +167,10 @@ class RMSE(_StackedLoss):
     def stack_value_and_grad(self, pred, target, fused_softmax=False):
         mean_squares, diff, per_model = _stack_mean_square(self.name, pred, target)
         values = np.sqrt(mean_squares)
-        # d sqrt(mean) = diff / (n sqrt(mean)); a model with a zero loss has a zero gradient
+        # d sqrt(mean) = diff / (n sqrt(mean)); a model with a zero loss has a zero gradient,
+        # one with a NaN loss a NaN gradient
         scale = np.divide(1.0, per_model * values, out=np.zeros_like(values),
-                          where=values > 0)
+                          where=values != 0)
         scale = array_module(diff).asarray(scale.astype(diff.dtype))
         return values, diff * scale.reshape((-1,) + (1,) * (diff.ndim - 1))
 
