@@ -162,7 +162,7 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
         dc = np.zeros((hidden, lanes), dtype)
         grad = np.empty((5 * hidden, lanes), dtype)    # act' or rec' of each saved gate
         dz = np.empty((four_h, lanes), dtype)
-        total = np.empty(lanes, dtype)
+        total = np.empty(lanes, dtype)     # per lane: dc through the cell, then each dh/dx sum
         dhs_lanes = np.empty((steps, hidden, lanes), dtype)    # dhs of one row, zero padded
         dxs_lanes = np.empty((steps, n_in, lanes), dtype)      # dxs of one row
         for row in range(batch):
