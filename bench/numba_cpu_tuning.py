@@ -1,12 +1,16 @@
 """The measurements behind the numba-cpu backend's size thresholds and its compile cost.
 
-    python bench/numba_cpu_tuning.py [--quick] [--crossover] [--compile]    (default: both)
+    python bench/numba_cpu_tuning.py [--quick] [--crossover] [--stack-lstm] [--compile]
+                                     (default: all three)
 
 --crossover  the tables behind the thresholds in tinynet/backends/numba_cpu.py: per op and
              size, forward + backward through tinynet.ops with the backend forced onto its
              tiny loops, forced onto its BLAS path, and left to choose, beside the numpy
              backend (for prefer()). Float32, medians of interleaved, calibrated blocks
              (bench/timing.py).
+--stack-lstm the table behind STACK_LSTM_PER_MODEL_MAX_PAIRS: a stacked LSTM with lengths
+             (forward + backward through tinynet.ops) run model by model in the
+             single-model kernel, and in the stack kernel's SIMD lanes.
 --compile    first use of every kernel with a cold disk cache (a fresh NUMBA_CACHE_DIR), then
              the same in a new process with that cache warm; each in its own subprocess.
 
@@ -46,6 +50,12 @@ DENSE_SIZES = [(8, 3, 1), (1, 16, 16), (16, 8, 8), (4, 32, 32), (16, 16, 16), (1
 CELL_SIZES = [(1, 1, 3), (1, 8, 8), (4, 8, 8), (1, 16, 16), (16, 4, 8), (4, 16, 16),
               (16, 16, 16), (1, 64, 64), (64, 16, 16), (16, 32, 32), (64, 32, 32),
               (256, 64, 64)]
+# (M, batch, steps, in, H)
+STACK_LSTM_SIZES = [(1, 1, 100, 1, 3), (3, 1, 100, 1, 3), (4, 1, 100, 1, 3), (8, 1, 100, 1, 3),
+                    (1, 4, 100, 1, 3), (4, 1, 100, 1, 8), (8, 1, 100, 1, 8),
+                    (12, 1, 100, 1, 8), (1, 8, 100, 1, 8), (8, 1, 50, 1, 16),
+                    (16, 1, 50, 1, 16), (24, 1, 50, 1, 16), (16, 1, 50, 1, 32),
+                    (24, 1, 50, 1, 32), (32, 1, 50, 1, 32)]
 LSTM_SIZES = [(1, 100, 1, 3), (1, 100, 8, 8), (8, 50, 8, 8), (1, 100, 32, 16),
               (16, 50, 16, 16), (32, 50, 32, 16), (64, 30, 7, 33), (256, 100, 1, 3),
               (16, 30, 64, 64), (64, 30, 32, 64), (64, 20, 64, 128), (256, 20, 32, 128)]
@@ -155,6 +165,63 @@ def crossover(mode):
                      for s in sizes["lstm"]], mode)
 
 
+# --- stacked LSTM: model by model, or in SIMD lanes ----------------------------------------
+
+def routed_block(route, call):
+    """A timing block of call() with numba-cpu's stacked LSTM forced onto `route`: "per model",
+    or the stack kernel (whichever of its two layouts it picks)."""
+    block = timing.cpu_block(call)
+    chosen = numba_cpu._stack_lstm_route
+
+    def forced(models, batch, steps, n_in, hidden):
+        if route == "per model":
+            return route
+        return ("rows as models" if numba_cpu._rows_as_models(models, batch, steps, n_in, hidden)
+                else "lanes")
+
+    def run(n):
+        numba_cpu._stack_lstm_route = forced
+        try:
+            return block(n)
+        finally:
+            numba_cpu._stack_lstm_route = chosen
+    return run
+
+
+def stack_lstm_fwd_bwd(r, models, batch, steps, n_in, hidden):
+    # xs (M, batch, steps, in), weights (M, ...), lengths (M, batch) in [0.9 steps, steps]
+    xs = r.standard_normal((models, batch, steps, n_in)).astype(F32)
+    w_ih = (r.standard_normal((models, n_in, 4 * hidden)) * 0.3).astype(F32)
+    w_hh = (r.standard_normal((models, hidden, 4 * hidden)) * 0.3 / np.sqrt(hidden)).astype(F32)
+    b = np.zeros((models, 4 * hidden), F32)
+    lengths = r.integers(steps - steps // 10, steps + 1, (models, batch))
+
+    def call():
+        hs, _, _, ctx = ops.lstm(xs, None, None, w_ih, w_hh, b, forget_bias=1.0,
+                                 lengths=lengths, backend="numba-cpu")
+        ops.lstm_backward(ctx, hs)
+    return call
+
+
+def stack_lstm_table(mode):
+    repeats, min_block_s = SETTINGS[mode]
+    sizes = STACK_LSTM_SIZES[:1] if mode == "smoke" else STACK_LSTM_SIZES
+    lines = ["\n### stacked lstm with lengths (M, batch, steps, in, H), float32, fwd+bwd us per "
+             "call\n", "| (M, batch, steps, in, H) | pairs | per model | stack kernel | "
+             "chosen route | per model / stack kernel |", "|---|---:|---:|---:|---|---:|"]
+    r = np.random.default_rng(0)
+    for size in sizes:
+        call = stack_lstm_fwd_bwd(r, *size)
+        timed = timing.interleaved({"per model": routed_block("per model", call),
+                                    "stack kernel": routed_block("stack kernel", call)},
+                                   repeats=repeats, min_block_s=min_block_s)
+        us = {name: seconds * 1e6 for name, ((seconds,), _) in timed.items()}
+        lines.append(f"| {size} | {size[0] * size[1]} | {us['per model']:.1f} | "
+                     f"{us['stack kernel']:.1f} | {numba_cpu._stack_lstm_route(*size)} | "
+                     f"{us['per model'] / us['stack kernel']:.2f} |")
+    print("\n".join(lines), flush=True)
+
+
 # --- compile cost -----------------------------------------------------------------------
 
 _FIRST_USE = """
@@ -203,15 +270,19 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter blocks")
     parser.add_argument("--crossover", action="store_true", help="the crossover tables")
+    parser.add_argument("--stack-lstm", action="store_true",
+                        help="the stacked LSTM's per-model crossover")
     parser.add_argument("--compile", action="store_true", help="the compile cost")
     args = parser.parse_args(argv)
-    both = not (args.crossover or args.compile)
+    both = not (args.crossover or args.stack_lstm or args.compile)
     threads = {name: os.environ.get(name, "unset")
                for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     print(f"NumPy {np.__version__}, Numba {numba.__version__}, {os.cpu_count()} CPUs, "
           + ", ".join(f"{name}={value}" for name, value in threads.items()))
     if args.crossover or both:
         crossover(timing.mode(args.quick))
+    if args.stack_lstm or both:
+        stack_lstm_table(timing.mode(args.quick))
     if args.compile or both:
         compile_cost()
 

@@ -145,6 +145,21 @@ def test_numba_cpu_tuning_script_runs_its_crossover_tables():
     for cells in rows:                                # loops, BLAS, numba-cpu, numpy, ratio
         assert [float(cell) > 0 for cell in cells.split(" | ")] == [True] * 5
     assert "Compile cost" not in done.stdout          # --crossover alone
+    assert "stacked lstm" not in done.stdout
+
+
+def test_numba_cpu_tuning_script_runs_its_stack_lstm_table():
+    done = run_bench(str(REPO / "bench" / "numba_cpu_tuning.py"), "--stack-lstm", cwd="/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(r"^\| \(([0-9, ]+)\) \| ([0-9]+) \| ([0-9.]+) \| ([0-9.]+) \| "
+                      r"(per model|rows as models|lanes) \| ([0-9.]+) \|$", done.stdout,
+                      re.MULTILINE)
+    assert len(rows) == 1, done.stdout                # smoke mode: one size
+    size, pairs, per_model, stack_kernel, _, ratio = rows[0]
+    models, batch = (int(v) for v in size.split(", ")[:2])
+    assert int(pairs) == models * batch
+    assert float(per_model) > 0 and float(stack_kernel) > 0
+    assert abs(float(ratio) - float(per_model) / float(stack_kernel)) < 0.02
 
 
 # --- the arithmetic, on rows made up here ---------------------------------------------------

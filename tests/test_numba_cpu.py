@@ -456,11 +456,12 @@ def stack_lstm_case(rng, models, batch, steps, n_in, hidden, dtype):
     return inputs, grads, forget_bias
 
 
-# (M, batch, steps, in, H): below MAX_LANES models with more than one row, the rows run as
-# models of their own (backends/numba_cpu.py _rows_as_models) unless that copies more weights
-# than the forward saves; the test checks that both layouts are in the list
+# (M, batch, steps, in, H): few (model, row) pairs run model by model in the single-model
+# kernel; otherwise, below MAX_LANES models with more than one row, the rows run as models
+# of their own unless that copies more weights than the forward saves
+# (backends/numba_cpu.py _stack_lstm_route); the test checks that every route is in the list
 STACK_LSTM_SHAPES = [(1, 1, 4, 1, 1), (3, 5, 3, 2, 3), (17, 2, 5, 3, 7), (50, 1, 3, 1, 3),
-                     (70, 2, 3, 1, 3), (3, 4, 12, 1, 2)]
+                     (70, 2, 3, 1, 3), (3, 4, 12, 1, 2), (2, 3, 6, 2, 9), (1, 4, 5, 3, 6)]
 GATES = [("tanh", "sigmoid"), ("relu", "tanh"), ("linear", "sigmoid")]
 
 
@@ -468,9 +469,10 @@ GATES = [("tanh", "sigmoid"), ("relu", "tanh"), ("linear", "sigmoid")]
 def test_stack_lstm_matches_single_models_with_lengths(rng, dtype):
     """Lengths 0, steps and between, NaN in the padding of xs and dhs, a forget_bias per
     model, three pairs of gate activations."""
-    layouts = {backend_module()._rows_as_models(*shape)
-               for shape in STACK_LSTM_SHAPES if shape[1] > 1}
-    assert layouts == {True, False}, "a batch of rows is tested in both layouts"
+    routes = {backend_module()._stack_lstm_route(*shape)
+              for shape in STACK_LSTM_SHAPES if shape[1] > 1}
+    assert routes == {"per model", "rows as models", "lanes"}, \
+        "a batch of rows is tested on every route"
     for index, (models, batch, steps, n_in, hidden) in enumerate(STACK_LSTM_SHAPES):
         act, rec = GATES[index % len(GATES)]
         inputs, grads, forget_bias = stack_lstm_case(rng, models, batch, steps, n_in, hidden,
@@ -509,11 +511,11 @@ def test_stack_dense_and_cell_match_single_models(rng, dtype):
                      run_cell("numba-cpu", (inputs, grads)), ref, np.sqrt(batch))
 
 
-def test_stack_any_strides_and_broadcast_data(rng):
-    """Inputs are read in place with their strides: shared data as a broadcast view (stride 0
-    on M), Fortran-ordered and strided weights give the results of contiguous copies, bit for
-    bit."""
-    models, batch, steps, n_in, hidden = 19, 2, 4, 3, 5
+@pytest.mark.parametrize("models", [19, 2])         # the "lanes" and "per model" routes
+def test_stack_any_strides_and_broadcast_data(rng, models):
+    """Shared data as a broadcast view (stride 0 on M), Fortran-ordered and strided weights
+    give the results of contiguous copies, bit for bit."""
+    batch, steps, n_in, hidden = 2, 4, 3, 5
     inputs, grads, forget_bias = stack_lstm_case(rng, models, batch, steps, n_in, hidden,
                                                  np.float32)
     shared = np.broadcast_to(inputs[0][0], inputs[0].shape)

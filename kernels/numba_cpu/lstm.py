@@ -9,6 +9,12 @@ w_hh (H, 4H), b (4H,), gate blocks i, f, g, o. hs and cs (batch, steps, H): h an
 each step; gates (batch, steps, 5H) = i, f, g, o, a(c) after each step: what the backward
 reads. Activation codes (act, rec): tinynet/_activations.py CODES.
 
+lengths (batch,) int32: the valid steps of each row (tinynet.ops, "Sequences of different
+lengths"), or empty: every row runs all steps. A row stops at its length: hT and cT are its
+state there, hs is zero after it (hs, cs and gates past it are otherwise not written, and the
+backward never reads them), and its dxs are zero there. Used only with `projected` False:
+the input GEMMs over all steps would read the padding.
+
 Batch rows are independent, so the loop runs row by row and, inside, step by step: one row's
 state and w_hh stay in cache. The recurrent product h @ w_hh is always in the loop. The input
 side is in the loop too (`projected` False) or, for large sizes, one BLAS GEMM over all steps
@@ -25,7 +31,8 @@ from tinynet.kernels.numba_cpu import array_types
 from tinynet.kernels.numba_cpu.lstm_cell import gates_backward, gates_forward
 
 
-def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, hs, cs, gates, hT, cT):
+def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs, cs, gates,
+            hT, cT):
     # xs (batch, steps, in), or xs @ w_ih (batch, steps, 4H) when projected.
     # Writes hs, cs (batch, steps, H), gates (batch, steps, 5H), hT, cT (batch, H).
     batch, steps = xs.shape[0], xs.shape[1]
@@ -33,13 +40,14 @@ def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, hs, cs,
     hidden = w_hh.shape[0]
     z = np.empty(four_h, xs.dtype)          # one step's gate pre-activations, bias not added
     for row in range(batch):
+        valid = steps if lengths.shape[0] == 0 else lengths[row]
         # the state before step t: h0 and c0 copied into hT and cT first, so that h and c are
         # writable arrays at every step (one type for Numba)
         hT[row] = h0[row]
         cT[row] = c0[row]
         h = hT[row]
         c = cT[row]
-        for t in range(steps):
+        for t in range(valid):
             if projected:
                 z[:] = xs[row, t]
             else:
@@ -57,9 +65,10 @@ def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, hs, cs,
             c = cs[row, t]
         hT[row] = h
         cT[row] = c
+        hs[row, valid:] = 0
 
 
-def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec,
+def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec, lengths,
              dxs, dh0, dc0, dw_ih, dw_hh, db):
     # Gradients of hs (batch, steps, H), hT and cT (batch, H) -> dh0, dc0 (batch, H),
     # dw_hh (H, 4H), db (4H,), and: dxs (batch, steps, in) and dw_ih (in, 4H) when not
@@ -74,11 +83,12 @@ def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, ac
     db[:] = 0
     dz_step = np.empty(four_h, xs.dtype)
     for row in range(batch):
+        valid = steps if lengths.shape[0] == 0 else lengths[row]
         dh = dh0[row]                         # gradient of h after step t, then before it
         dc = dc0[row]
         dh[:] = dhT[row]
         dc[:] = dcT[row]
-        for t in range(steps - 1, -1, -1):
+        for t in range(valid - 1, -1, -1):
             for u in range(hidden):
                 dh[u] += dhs[row, t, u]
             if t > 0:
@@ -106,18 +116,22 @@ def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, ac
                         dx_k += dz[j] * w_ih[k, j]
                         dw_ih[k, j] += x_k * dz[j]
                     dxs[row, t, k] = dx_k
+        if not projected:
+            dxs[row, valid:] = 0
 
 
 def signatures(float_type):
     read_only, writable = array_types(float_type)
     code = types.int64
+    lengths = types.Array(types.int32, 1, "C", readonly=True)
     return {
         forward: types.void(read_only(3), types.boolean, read_only(2), read_only(2),
                             read_only(2), read_only(2), read_only(1), code, code, float_type,
-                            writable(3), writable(3), writable(3), writable(2), writable(2)),
+                            lengths, writable(3), writable(3), writable(3), writable(2),
+                            writable(2)),
         backward: types.void(read_only(3), types.boolean, read_only(2), read_only(2),
                              read_only(2), read_only(2), read_only(3), read_only(3),
                              read_only(3), read_only(3), read_only(2), read_only(2), code, code,
-                             writable(3), writable(2), writable(2), writable(2), writable(2),
-                             writable(1)),
+                             lengths, writable(3), writable(2), writable(2), writable(2),
+                             writable(2), writable(1)),
     }

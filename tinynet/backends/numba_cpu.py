@@ -62,6 +62,11 @@ CELL_LOOPS_MAX_MACS = 32768
 # same loop in both); MACs = batch * steps * in * 4H. With few inputs the loop wins at any size.
 LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
+# A stacked LSTM (or one model's with lengths) of few (model, batch row) pairs runs model by
+# model in the single-model loop kernel: the stack kernel's SIMD lanes would be mostly empty,
+# and one block of them costs about as much as H single-model runs (`python
+# bench/numba_cpu_tuning.py --stack-lstm`): at most min(H, this) pairs.
+STACK_LSTM_PER_MODEL_MAX_PAIRS = 24
 
 
 # --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
@@ -198,6 +203,8 @@ _NO_BIAS = {dtype: _read_only_empty(dtype) for dtype in _KERNELS}
 # db for a forward without bias: the kernels sum nothing into a (0,) array, and writing
 # nothing, one shared array serves every thread
 _NO_BIAS_GRAD = {dtype: np.empty(0, dtype) for dtype in _KERNELS}
+# the single-model LSTM kernel's lengths argument for "every row runs all steps"
+_ALL_STEPS = _read_only_empty(np.int32)
 
 _contiguous = np.ascontiguousarray
 
@@ -330,7 +337,7 @@ def lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation, fo
               if projected else xs)
     _KERNELS[dtype].lstm_forward(inputs, projected, h0, c0, w_ih, w_hh, b,
                                  CODES[activation], CODES[recurrent_activation], forget_bias,
-                                 hs, cs, gates, hT, cT)
+                                 _ALL_STEPS, hs, cs, gates, hT, cT)
     saved = (xs, h0, c0, w_ih, w_hh, hs, cs, gates, CODES[activation],
              CODES[recurrent_activation], projected)
     return hs, hT, cT, saved
@@ -350,7 +357,8 @@ def lstm_backward(saved, dhs, dhT, dcT):
     # dxs, or, when projected, dz (batch, steps, 4H) for the BLAS GEMMs of the input side
     dxs_or_dz = np.empty((batch, steps, 4 * hidden if projected else n_in), dtype)
     _KERNELS[dtype].lstm_backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs,
-                                  dhT, dcT, act, rec, dxs_or_dz, dh0, dc0, dw_ih, dw_hh, db)
+                                  dhT, dcT, act, rec, _ALL_STEPS, dxs_or_dz, dh0, dc0, dw_ih,
+                                  dw_hh, db)
     if not projected:
         return dxs_or_dz, dh0, dc0, dw_ih, dw_hh, db
     dz = dxs_or_dz.reshape(batch * steps, 4 * hidden)
@@ -405,6 +413,17 @@ def stack_dense_backward(saved, dy):
     return dx, dw, (db if has_bias else None)
 
 
+def _stack_lstm_route(models, batch, steps, n_in, hidden):
+    """How a stacked LSTM runs: "per model" (the single-model kernel, model by model),
+    "rows as models" (each (model, batch row) pair in a SIMD lane of its own) or "lanes"
+    (the models in SIMD lanes, their rows in turn)."""
+    if models * batch <= min(hidden, STACK_LSTM_PER_MODEL_MAX_PAIRS):
+        return "per model"
+    if _rows_as_models(models, batch, steps, n_in, hidden):
+        return "rows as models"
+    return "lanes"
+
+
 def _rows_as_models(models, batch, steps, n_in, hidden):
     """Whether a stacked LSTM runs each (model, batch row) pair as a model of its own: the
     kernels put models in SIMD lanes, so a stack too small to fill a block of MAX_LANES
@@ -418,10 +437,15 @@ def _rows_as_models(models, batch, steps, n_in, hidden):
 def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activation,
                        forget_bias, lengths):
     # xs (M, batch, steps, in), h0, c0 (M, batch, H), forget_bias (M,), lengths (M, batch)
-    # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H)
+    # int32 -> hs (M, batch, steps, H), hT, cT (M, batch, H). What is saved starts with the
+    # backward that reads it.
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
-    if _rows_as_models(models, batch, steps, n_in, hidden):
+    route = _stack_lstm_route(models, batch, steps, n_in, hidden)
+    if route == "per model":
+        return _per_model_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths,
+                                       activation, recurrent_activation)
+    if route == "rows as models":
         pairs = models * batch              # pair p = model p // batch, row p % batch
         hs, hT, cT, saved = _stack_lstm_forward(
             xs.reshape(pairs, 1, steps, n_in), h0.reshape(pairs, 1, hidden),
@@ -430,10 +454,35 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
             np.repeat(forget_bias, batch), lengths.reshape(pairs, 1), activation,
             recurrent_activation)
         return (hs.reshape(models, batch, steps, hidden), hT.reshape(models, batch, hidden),
-                cT.reshape(models, batch, hidden), (saved, models, batch))
+                cT.reshape(models, batch, hidden),
+                (_rows_as_models_lstm_backward, (saved, models, batch)))
     hs, hT, cT, saved = _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths,
                                             activation, recurrent_activation)
-    return hs, hT, cT, (saved, models, 1)
+    return hs, hT, cT, (_stack_lstm_backward, saved)
+
+
+def _per_model_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activation,
+                            recurrent_activation):
+    """Model by model, the single-model loop kernel (kernels/numba_cpu/lstm.py) with each
+    model's lengths and forget_bias."""
+    models, batch, steps, n_in = xs.shape
+    hidden = w_hh.shape[1]
+    dtype = xs.dtype
+    forward = _KERNELS[dtype].lstm_forward
+    act, rec = CODES[activation], CODES[recurrent_activation]
+    hs = np.empty((models, batch, steps, hidden), dtype)
+    cs = np.empty((models, batch, steps, hidden), dtype)
+    gates = np.empty((models, batch, steps, 5 * hidden), dtype)     # i, f, g, o, a(c)
+    hT = np.empty((models, batch, hidden), dtype)
+    cT = np.empty((models, batch, hidden), dtype)
+    inputs = []         # each model's (xs, h0, c0, w_ih, w_hh, lengths), C-contiguous
+    for m in range(models):
+        x_m, h0_m, c0_m, w_ih_m, w_hh_m, b_m, lengths_m = (
+            _contiguous(a[m]) for a in (xs, h0, c0, w_ih, w_hh, b, lengths))
+        forward(x_m, False, h0_m, c0_m, w_ih_m, w_hh_m, b_m, act, rec, forget_bias[m],
+                lengths_m, hs[m], cs[m], gates[m], hT[m], cT[m])
+        inputs.append((x_m, h0_m, c0_m, w_ih_m, w_hh_m, lengths_m))
+    return hs, hT, cT, (_per_model_lstm_backward, (inputs, n_in, hs, cs, gates, act, rec))
 
 
 def _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activation,
@@ -460,15 +509,35 @@ def _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activat
 
 
 def stack_lstm_backward(saved, dhs, dhT, dcT):
-    saved, models, rows_folded = saved
-    if rows_folded == 1:
-        return _stack_lstm_backward(saved, dhs, dhT, dcT)
+    backward, saved = saved
+    return backward(saved, dhs, dhT, dcT)
+
+
+def _per_model_lstm_backward(saved, dhs, dhT, dcT):
+    inputs, n_in, hs, cs, gates, act, rec = saved
+    models, batch, steps, hidden = hs.shape
+    dtype = hs.dtype
+    backward = _KERNELS[dtype].lstm_backward
+    dxs = np.empty((models, batch, steps, n_in), dtype)
+    dh0 = np.empty((models, batch, hidden), dtype)
+    dc0 = np.empty((models, batch, hidden), dtype)
+    dw_ih = np.empty((models, n_in, 4 * hidden), dtype)
+    dw_hh = np.empty((models, hidden, 4 * hidden), dtype)
+    db = np.empty((models, 4 * hidden), dtype)
+    for m, (x_m, h0_m, c0_m, w_ih_m, w_hh_m, lengths_m) in enumerate(inputs):
+        backward(x_m, False, h0_m, c0_m, w_ih_m, w_hh_m, hs[m], cs[m], gates[m],
+                 _contiguous(dhs[m]), _contiguous(dhT[m]), _contiguous(dcT[m]), act, rec,
+                 lengths_m, dxs[m], dh0[m], dc0[m], dw_ih[m], dw_hh[m], db[m])
+    return dxs, dh0, dc0, dw_ih, dw_hh, db
+
+
+def _rows_as_models_lstm_backward(saved, dhs, dhT, dcT):
+    saved, models, batch = saved
     pairs, _, steps, n_in = saved[-1]
     hidden = dhT.shape[2]
     dxs, dh0, dc0, dw_ih, dw_hh, db = _stack_lstm_backward(
         saved, dhs.reshape(pairs, 1, steps, hidden), dhT.reshape(pairs, 1, hidden),
         dcT.reshape(pairs, 1, hidden))
-    batch = rows_folded
     return (dxs.reshape(models, batch, steps, n_in), dh0.reshape(models, batch, hidden),
             dc0.reshape(models, batch, hidden),
             dw_ih.reshape(models, batch, n_in, 4 * hidden).sum(axis=1),
