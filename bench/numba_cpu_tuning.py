@@ -8,9 +8,10 @@
              tiny loops, forced onto its BLAS path, and left to choose, beside the numpy
              backend (for prefer()). Float32, medians of interleaved, calibrated blocks
              (bench/timing.py).
---stack-lstm the table behind STACK_LSTM_PER_MODEL_MAX_PAIRS: a stacked LSTM with lengths
-             (forward + backward through tinynet.ops) run model by model in the
-             single-model kernel, and in the stack kernel's SIMD lanes.
+--stack-lstm the table behind numba-cpu's route for a stacked LSTM (_stack_lstm_route) and
+             auto's choice for it (prefer): a stacked LSTM with lengths (forward +
+             backward through tinynet.ops) run model by model in the single-model
+             kernel, in the stack kernel's SIMD lanes, and on the numpy backend.
 --compile    first use of every kernel with a cold disk cache (a fresh NUMBA_CACHE_DIR), then
              the same in a new process with that cache warm; each in its own subprocess.
 
@@ -52,10 +53,12 @@ CELL_SIZES = [(1, 1, 3), (1, 8, 8), (4, 8, 8), (1, 16, 16), (16, 4, 8), (4, 16, 
               (256, 64, 64)]
 # (M, batch, steps, in, H)
 STACK_LSTM_SIZES = [(1, 1, 100, 1, 3), (3, 1, 100, 1, 3), (4, 1, 100, 1, 3), (8, 1, 100, 1, 3),
-                    (1, 4, 100, 1, 3), (4, 1, 100, 1, 8), (8, 1, 100, 1, 8),
-                    (12, 1, 100, 1, 8), (1, 8, 100, 1, 8), (8, 1, 50, 1, 16),
-                    (16, 1, 50, 1, 16), (24, 1, 50, 1, 16), (16, 1, 50, 1, 32),
-                    (24, 1, 50, 1, 32), (32, 1, 50, 1, 32)]
+                    (1, 4, 100, 1, 3), (1, 8, 100, 1, 3), (4, 1, 100, 1, 8), (8, 1, 100, 1, 8),
+                    (12, 1, 100, 1, 8), (1, 8, 100, 1, 8), (1, 16, 100, 1, 8),
+                    (8, 1, 50, 1, 16), (16, 1, 50, 1, 16), (24, 1, 50, 1, 16),
+                    (16, 1, 50, 1, 32), (32, 1, 50, 1, 32), (48, 1, 50, 1, 32),
+                    (64, 1, 50, 1, 32), (16, 4, 50, 1, 32), (4, 8, 50, 1, 32),
+                    (8, 1, 50, 1, 64), (32, 8, 20, 8, 32)]
 LSTM_SIZES = [(1, 100, 1, 3), (1, 100, 8, 8), (8, 50, 8, 8), (1, 100, 32, 16),
               (16, 50, 16, 16), (32, 50, 32, 16), (64, 30, 7, 33), (256, 100, 1, 3),
               (16, 30, 64, 64), (64, 30, 32, 64), (64, 20, 64, 128), (256, 20, 32, 128)]
@@ -196,11 +199,13 @@ def stack_lstm_fwd_bwd(r, models, batch, steps, n_in, hidden):
     b = np.zeros((models, 4 * hidden), F32)
     lengths = r.integers(steps - steps // 10, steps + 1, (models, batch))
 
-    def call():
-        hs, _, _, ctx = ops.lstm(xs, None, None, w_ih, w_hh, b, forget_bias=1.0,
-                                 lengths=lengths, backend="numba-cpu")
-        ops.lstm_backward(ctx, hs)
-    return call
+    def on(backend):
+        def call():
+            hs, _, _, ctx = ops.lstm(xs, None, None, w_ih, w_hh, b, forget_bias=1.0,
+                                     lengths=lengths, backend=backend)
+            ops.lstm_backward(ctx, hs)
+        return call
+    return on, xs, w_hh
 
 
 def stack_lstm_table(mode):
@@ -208,16 +213,21 @@ def stack_lstm_table(mode):
     sizes = STACK_LSTM_SIZES[:1] if mode == "smoke" else STACK_LSTM_SIZES
     lines = ["\n### stacked lstm with lengths (M, batch, steps, in, H), float32, fwd+bwd us per "
              "call\n", "| (M, batch, steps, in, H) | pairs | per model | stack kernel | "
-             "chosen route | per model / stack kernel |", "|---|---:|---:|---:|---|---:|"]
+             "numpy backend | route | auto | per model / stack kernel |",
+             "|---|---:|---:|---:|---:|---|---|---:|"]
     r = np.random.default_rng(0)
     for size in sizes:
-        call = stack_lstm_fwd_bwd(r, *size)
-        timed = timing.interleaved({"per model": routed_block("per model", call),
-                                    "stack kernel": routed_block("stack kernel", call)},
+        on, xs, w_hh = stack_lstm_fwd_bwd(r, *size)
+        timed = timing.interleaved({"per model": routed_block("per model", on("numba-cpu")),
+                                    "stack kernel": routed_block("stack kernel",
+                                                                 on("numba-cpu")),
+                                    "numpy": timing.cpu_block(on("numpy"))},
                                    repeats=repeats, min_block_s=min_block_s)
         us = {name: seconds * 1e6 for name, ((seconds,), _) in timed.items()}
+        auto = "numba-cpu" if numba_cpu.prefer("lstm", xs, w_hh) else "numpy"
         lines.append(f"| {size} | {size[0] * size[1]} | {us['per model']:.1f} | "
-                     f"{us['stack kernel']:.1f} | {numba_cpu._stack_lstm_route(*size)} | "
+                     f"{us['stack kernel']:.1f} | {us['numpy']:.1f} | "
+                     f"{numba_cpu._stack_lstm_route(*size)} | {auto} | "
                      f"{us['per model'] / us['stack kernel']:.2f} |")
     print("\n".join(lines), flush=True)
 

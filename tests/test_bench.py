@@ -152,13 +152,13 @@ def test_numba_cpu_tuning_script_runs_its_stack_lstm_table():
     done = run_bench(str(REPO / "bench" / "numba_cpu_tuning.py"), "--stack-lstm", cwd="/")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = re.findall(r"^\| \(([0-9, ]+)\) \| ([0-9]+) \| ([0-9.]+) \| ([0-9.]+) \| "
-                      r"(per model|rows as models|lanes) \| ([0-9.]+) \|$", done.stdout,
-                      re.MULTILINE)
+                      r"([0-9.]+) \| (per model|rows as models|lanes) \| (numba-cpu|numpy) \| "
+                      r"([0-9.]+) \|$", done.stdout, re.MULTILINE)
     assert len(rows) == 1, done.stdout                # smoke mode: one size
-    size, pairs, per_model, stack_kernel, _, ratio = rows[0]
+    size, pairs, per_model, stack_kernel, numpy_backend, _, _, ratio = rows[0]
     models, batch = (int(v) for v in size.split(", ")[:2])
     assert int(pairs) == models * batch
-    assert float(per_model) > 0 and float(stack_kernel) > 0
+    assert float(per_model) > 0 and float(stack_kernel) > 0 and float(numpy_backend) > 0
     assert abs(float(ratio) - float(per_model) / float(stack_kernel)) < 0.02
 
 

@@ -574,12 +574,19 @@ def test_auto_sends_stacks_of_tiny_models_to_numba_cpu_and_larger_ones_to_numpy(
     models-innermost loops while each model is tiny, NumPy's batched matmuls above."""
     module = backend_module()
     small_h, large_h = (module.AUTO_STACK_LSTM_MAX_HIDDEN + extra for extra in (0, 1))
-    for hidden, expected in ((small_h, "numba-cpu"), (large_h, "numpy")):
-        *_, ctx = ops.lstm(np.ones((3, 2, 4, 1), np.float32), None, None,
-                           np.ones((3, 1, 4 * hidden), np.float32),
-                           np.ones((3, hidden, 4 * hidden), np.float32),
-                           np.zeros((3, 4 * hidden), np.float32), backend="auto")
-        assert ctx.backend.NAME == expected, (hidden, ctx.backend.NAME)
+    # (M, batch, H): a stack of more (model, row) pairs than H runs in SIMD lanes, where a
+    # large H goes to numpy; one of at most H pairs runs model by model, on numba-cpu while
+    # the batch is small (as a single model's LSTM)
+    for models, batch, hidden, expected in ((3, 8, small_h, "numba-cpu"),
+                                            (3, 8, large_h, "numpy"),
+                                            (3, 2, large_h, "numba-cpu"),
+                                            (1, module.AUTO_LSTM_MAX_BATCH + 1, 4 * large_h,
+                                             "numpy")):
+        *_, ctx = ops.lstm(np.ones((models, batch, 4, 1), np.float32), None, None,
+                           np.ones((models, 1, 4 * hidden), np.float32),
+                           np.ones((models, hidden, 4 * hidden), np.float32),
+                           np.zeros((models, 4 * hidden), np.float32), backend="auto")
+        assert ctx.backend.NAME == expected, (models, batch, hidden, ctx.backend.NAME)
     for batch, expected in ((8, "numba-cpu"), (256, "numpy")):
         _, ctx = ops.dense(np.ones((4, batch, 8), np.float32), np.ones((4, 8, 8), np.float32),
                            backend="auto")

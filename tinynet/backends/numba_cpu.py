@@ -62,11 +62,10 @@ CELL_LOOPS_MAX_MACS = 32768
 # same loop in both); MACs = batch * steps * in * 4H. With few inputs the loop wins at any size.
 LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
-# A stacked LSTM (or one model's with lengths) of few (model, batch row) pairs runs model by
-# model in the single-model loop kernel: the stack kernel's SIMD lanes would be mostly empty,
-# and one block of them costs about as much as H single-model runs (`python
-# bench/numba_cpu_tuning.py --stack-lstm`): at most min(H, this) pairs.
-STACK_LSTM_PER_MODEL_MAX_PAIRS = 24
+# A stacked LSTM (or one model's with lengths) of at most H (model, batch row) pairs runs
+# model by model in the single-model loop kernel: a block of the stack kernel's SIMD lanes
+# costs about as much as H single-model runs (`python bench/numba_cpu_tuning.py
+# --stack-lstm`), so below that its lanes would be mostly empty (_stack_lstm_route).
 
 
 # --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
@@ -77,7 +76,9 @@ STACK_LSTM_PER_MODEL_MAX_PAIRS = 24
 # from batch 64 (its vectorized exp/tanh over the whole gate array). lstm: numpy wins once
 # batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
 # wins at every batch measured. Stacks: numba-cpu's models-innermost loops win while each
-# model is tiny; above that NumPy's batched matmuls (BLAS per model) win.
+# model is tiny; above that NumPy's batched matmuls (BLAS per model) win, except where a
+# stacked LSTM runs model by model (few pairs, _stack_lstm_route), which wins as the
+# single-model LSTM does (`python bench/numba_cpu_tuning.py --stack-lstm`, numpy column).
 AUTO_CELL_MAX_BATCH = 16
 AUTO_LSTM_MAX_BATCH = 8
 AUTO_LSTM_ANY_BATCH_MAX_HIDDEN = 16
@@ -100,7 +101,10 @@ def prefer(op, first_array, w_hh=None, w=None):
         return True             # not an array yet or 0-D: ops reports the error either way
     if len(shape) == (4 if op == "lstm" else 3):            # a stack: x (M, batch, ...)
         recurrent = getattr(w_hh, "shape", ())
-        return len(recurrent) != 3 or recurrent[1] <= AUTO_STACK_LSTM_MAX_HIDDEN
+        if len(recurrent) != 3 or recurrent[1] <= AUTO_STACK_LSTM_MAX_HIDDEN:
+            return True
+        models, batch, hidden = shape[0], shape[1], recurrent[1]
+        return models * batch <= hidden and batch <= AUTO_LSTM_MAX_BATCH      # per model
     if op == "lstm_cell":
         return shape[0] <= AUTO_CELL_MAX_BATCH
     recurrent = getattr(w_hh, "shape", ())
@@ -417,7 +421,7 @@ def _stack_lstm_route(models, batch, steps, n_in, hidden):
     """How a stacked LSTM runs: "per model" (the single-model kernel, model by model),
     "rows as models" (each (model, batch row) pair in a SIMD lane of its own) or "lanes"
     (the models in SIMD lanes, their rows in turn)."""
-    if models * batch <= min(hidden, STACK_LSTM_PER_MODEL_MAX_PAIRS):
+    if models * batch <= hidden:
         return "per model"
     if _rows_as_models(models, batch, steps, n_in, hidden):
         return "rows as models"
