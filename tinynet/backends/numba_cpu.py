@@ -62,10 +62,13 @@ CELL_LOOPS_MAX_MACS = 32768
 # same loop in both); MACs = batch * steps * in * 4H. With few inputs the loop wins at any size.
 LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
-# A stacked LSTM (or one model's with lengths) of at most H (model, batch row) pairs runs
-# model by model in the single-model loop kernel: a block of the stack kernel's SIMD lanes
-# costs about as much as H single-model runs (`python bench/numba_cpu_tuning.py
-# --stack-lstm`), so below that its lanes would be mostly empty (_stack_lstm_route).
+# A stacked LSTM (or one model's with lengths) runs model by model in the single-model loop
+# kernel (_stack_lstm_route) when it has at most H (model, batch row) pairs: a block of the
+# stack kernel's SIMD lanes costs about as much as H single-model runs, so below that its
+# lanes would be mostly empty. From H = PER_MODEL_MIN_HIDDEN on, the single-model kernel's
+# loops over 4H gate columns fill the SIMD lanes themselves, and it wins while there are at
+# most 1.5 H models, whatever the batch (`python bench/numba_cpu_tuning.py --stack-lstm`).
+PER_MODEL_MIN_HIDDEN = 32
 
 
 # --- "auto": numba-cpu or numpy, per op and size ----------------------------------------
@@ -76,14 +79,17 @@ LSTM_PROJECT_MIN_IN = 8
 # from batch 64 (its vectorized exp/tanh over the whole gate array). lstm: numpy wins once
 # batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
 # wins at every batch measured. Stacks: numba-cpu's models-innermost loops win while each
-# model is tiny; above that NumPy's batched matmuls (BLAS per model) win, except where a
-# stacked LSTM runs model by model (few pairs, _stack_lstm_route), which wins as the
-# single-model LSTM does (`python bench/numba_cpu_tuning.py --stack-lstm`, numpy column).
+# model is tiny; above that NumPy's batched matmuls (BLAS per model) win. A stacked LSTM
+# (whole sequences) with a larger H stays on numba-cpu while its batch is small: at most
+# AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH rows, or AUTO_LSTM_MAX_BATCH where it runs model by
+# model (_per_model), it was as fast or faster in every case measured, H up to 64, M up to
+# 256 (`python bench/numba_cpu_tuning.py --stack-lstm`, numpy column).
 AUTO_CELL_MAX_BATCH = 16
 AUTO_LSTM_MAX_BATCH = 8
 AUTO_LSTM_ANY_BATCH_MAX_HIDDEN = 16
 AUTO_STACK_DENSE_MAX_MACS = 4096        # batch * in * out of one model
 AUTO_STACK_LSTM_MAX_HIDDEN = 16
+AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH = 4
 
 
 def prefer(op, first_array, w_hh=None, w=None):
@@ -104,7 +110,8 @@ def prefer(op, first_array, w_hh=None, w=None):
         if len(recurrent) != 3 or recurrent[1] <= AUTO_STACK_LSTM_MAX_HIDDEN:
             return True
         models, batch, hidden = shape[0], shape[1], recurrent[1]
-        return models * batch <= hidden and batch <= AUTO_LSTM_MAX_BATCH      # per model
+        return op == "lstm" and (batch <= AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH or (
+            batch <= AUTO_LSTM_MAX_BATCH and _per_model(models, batch, hidden)))
     if op == "lstm_cell":
         return shape[0] <= AUTO_CELL_MAX_BATCH
     recurrent = getattr(w_hh, "shape", ())
@@ -421,11 +428,17 @@ def _stack_lstm_route(models, batch, steps, n_in, hidden):
     """How a stacked LSTM runs: "per model" (the single-model kernel, model by model),
     "rows as models" (each (model, batch row) pair in a SIMD lane of its own) or "lanes"
     (the models in SIMD lanes, their rows in turn)."""
-    if models * batch <= hidden:
+    if _per_model(models, batch, hidden):
         return "per model"
     if _rows_as_models(models, batch, steps, n_in, hidden):
         return "rows as models"
     return "lanes"
+
+
+def _per_model(models, batch, hidden):
+    """Whether a stacked LSTM runs model by model (PER_MODEL_MIN_HIDDEN says why)."""
+    return models * batch <= hidden or (
+        hidden >= PER_MODEL_MIN_HIDDEN and 2 * models <= 3 * hidden)
 
 
 def _rows_as_models(models, batch, steps, n_in, hidden):
