@@ -574,16 +574,12 @@ def test_auto_sends_stacks_of_tiny_models_to_numba_cpu_and_larger_ones_to_numpy(
     models-innermost loops while each model is tiny, NumPy's batched matmuls above."""
     module = backend_module()
     small_h, large_h = (module.AUTO_STACK_LSTM_MAX_HIDDEN + extra for extra in (0, 1))
-    # (M, batch, H) with a large H: numba-cpu for a small batch, and for a batch up to a
-    # single model's limit where the stack runs model by model (at most H (model, row) pairs)
-    any_h = module.AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH
-    per_model = large_h // (any_h + 1)           # models of any_h + 1 rows: at most H pairs
-    for models, batch, hidden, expected in ((3, 9, small_h, "numba-cpu"),
-                                            (3, any_h, large_h, "numba-cpu"),
-                                            (per_model, any_h + 1, large_h, "numba-cpu"),
-                                            (per_model + 1, any_h + 1, large_h, "numpy"),
-                                            (1, module.AUTO_LSTM_MAX_BATCH + 1, 4 * large_h,
-                                             "numpy")):
+    # (M, batch, H): as a single model's LSTM, numpy only for a large batch and a large H
+    small_batch = module.AUTO_LSTM_MAX_BATCH
+    for models, batch, hidden, expected in ((3, small_batch + 1, small_h, "numba-cpu"),
+                                            (3, small_batch + 1, large_h, "numpy"),
+                                            (3, small_batch, large_h, "numba-cpu"),
+                                            (1, small_batch + 1, 4 * large_h, "numpy")):
         *_, ctx = ops.lstm(np.ones((models, batch, 4, 1), np.float32), None, None,
                            np.ones((models, 1, 4 * hidden), np.float32),
                            np.ones((models, hidden, 4 * hidden), np.float32),

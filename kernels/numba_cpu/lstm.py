@@ -22,10 +22,16 @@ done by NumPy (`projected` True): the forward then reads xs @ w_ih (batch, steps
 of xs, and the backward writes dz (batch, steps, 4H) for dxs = dz @ w_ih.T and
 dw_ih = xs.T @ dz. tinynet/backends/numba_cpu.py picks by size.
 Single-threaded, sequential sums: results are bit-identical run to run.
+
+forward_models / backward_models run a stack of M models (every argument above with a
+leading models axis, C-contiguous; forget_bias (M,), lengths (M, batch)) model by model,
+each as forward / backward with projected False, and the models on the cores (prange): the
+route tinynet/backends/numba_cpu.py takes for a stack of few (model, row) pairs.
 """
 
+import numba
 import numpy as np
-from numba import types
+from numba import prange, types
 
 from tinynet.kernels.numba_cpu import array_types
 from tinynet.kernels.numba_cpu.lstm_cell import gates_backward, gates_forward
@@ -33,6 +39,20 @@ from tinynet.kernels.numba_cpu.lstm_cell import gates_backward, gates_forward
 
 def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs, cs, gates,
             hT, cT):
+    one_model_forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs,
+                      cs, gates, hT, cT)
+
+
+def forward_models(xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs, cs, gates, hT,
+                   cT):
+    for m in prange(xs.shape[0]):
+        one_model_forward(xs[m], False, h0[m], c0[m], w_ih[m], w_hh[m], b[m], act, rec,
+                          forget_bias[m], lengths[m], hs[m], cs[m], gates[m], hT[m], cT[m])
+
+
+@numba.njit(inline="always")
+def one_model_forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs,
+                      cs, gates, hT, cT):
     # xs (batch, steps, in), or xs @ w_ih (batch, steps, 4H) when projected.
     # Writes hs, cs (batch, steps, H), gates (batch, steps, 5H), hT, cT (batch, H).
     batch, steps = xs.shape[0], xs.shape[1]
@@ -70,6 +90,21 @@ def forward(xs, projected, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths
 
 def backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec, lengths,
              dxs, dh0, dc0, dw_ih, dw_hh, db):
+    one_model_backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec,
+                       lengths, dxs, dh0, dc0, dw_ih, dw_hh, db)
+
+
+def backward_models(xs, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec, lengths, dxs,
+                    dh0, dc0, dw_ih, dw_hh, db):
+    for m in prange(xs.shape[0]):
+        one_model_backward(xs[m], False, h0[m], c0[m], w_ih[m], w_hh[m], hs[m], cs[m], gates[m],
+                           dhs[m], dhT[m], dcT[m], act, rec, lengths[m], dxs[m], dh0[m], dc0[m],
+                           dw_ih[m], dw_hh[m], db[m])
+
+
+@numba.njit(inline="always")
+def one_model_backward(xs, projected, h0, c0, w_ih, w_hh, hs, cs, gates, dhs, dhT, dcT, act, rec,
+                       lengths, dxs, dh0, dc0, dw_ih, dw_hh, db):
     # Gradients of hs (batch, steps, H), hT and cT (batch, H) -> dh0, dc0 (batch, H),
     # dw_hh (H, 4H), db (4H,), and: dxs (batch, steps, in) and dw_ih (in, 4H) when not
     # projected; when projected, dz (batch, steps, 4H) in dxs, dw_ih untouched.
@@ -124,7 +159,17 @@ def signatures(float_type):
     read_only, writable = array_types(float_type)
     code = types.int64
     lengths = types.Array(types.int32, 1, "C", readonly=True)
+    lengths_2d = types.Array(types.int32, 2, "C", readonly=True)
     return {
+        forward_models: types.void(read_only(4), read_only(3), read_only(3), read_only(3),
+                                   read_only(3), read_only(2), code, code, read_only(1),
+                                   lengths_2d, writable(4), writable(4), writable(4),
+                                   writable(3), writable(3)),
+        backward_models: types.void(read_only(4), read_only(3), read_only(3), read_only(3),
+                                    read_only(3), read_only(4), read_only(4), read_only(4),
+                                    read_only(4), read_only(3), read_only(3), code, code,
+                                    lengths_2d, writable(4), writable(3), writable(3),
+                                    writable(3), writable(3), writable(2)),
         forward: types.void(read_only(3), types.boolean, read_only(2), read_only(2),
                             read_only(2), read_only(2), read_only(1), code, code, float_type,
                             lengths, writable(3), writable(3), writable(3), writable(2),

@@ -63,11 +63,12 @@ CELL_LOOPS_MAX_MACS = 32768
 LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
 # A stacked LSTM (or one model's with lengths) runs model by model in the single-model loop
-# kernel (_stack_lstm_route) when it has at most H (model, batch row) pairs: a block of the
-# stack kernel's SIMD lanes costs about as much as H single-model runs, so below that its
-# lanes would be mostly empty. From H = PER_MODEL_MIN_HIDDEN on, the single-model kernel's
-# loops over 4H gate columns fill the SIMD lanes themselves, and it wins while there are at
-# most 1.5 H models, whatever the batch (`python bench/numba_cpu_tuning.py --stack-lstm`).
+# kernel, the models on the cores (_stack_lstm_route), when it has few (model, batch row)
+# pairs: a block of the stack kernel's SIMD lanes costs about as much as H single-model runs
+# of one row, so it wins up to H pairs for one model (whose rows run in turn) and 2H for
+# several. From H = PER_MODEL_MIN_HIDDEN on, the single-model kernel's loops over 4H gate
+# columns fill the SIMD lanes themselves, and it wins while there are at most 1.5 H models,
+# whatever the batch (`python bench/numba_cpu_tuning.py --stack-lstm`).
 PER_MODEL_MIN_HIDDEN = 32
 
 
@@ -80,16 +81,14 @@ PER_MODEL_MIN_HIDDEN = 32
 # batch and H are both large (a multi-threaded BLAS call per step); up to H = 16 numba-cpu
 # wins at every batch measured. Stacks: numba-cpu's models-innermost loops win while each
 # model is tiny; above that NumPy's batched matmuls (BLAS per model) win. A stacked LSTM
-# (whole sequences) with a larger H stays on numba-cpu while its batch is small: at most
-# AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH rows, or AUTO_LSTM_MAX_BATCH where it runs model by
-# model (_per_model), it was as fast or faster in every case measured, H up to 64, M up to
-# 256 (`python bench/numba_cpu_tuning.py --stack-lstm`, numpy column).
+# (whole sequences) with a larger H follows the single-model rule, numba-cpu up to a batch
+# of AUTO_LSTM_MAX_BATCH: there it was faster in every case measured, H up to 64, M up to 256
+# (`python bench/numba_cpu_tuning.py --stack-lstm`, numpy column).
 AUTO_CELL_MAX_BATCH = 16
 AUTO_LSTM_MAX_BATCH = 8
 AUTO_LSTM_ANY_BATCH_MAX_HIDDEN = 16
 AUTO_STACK_DENSE_MAX_MACS = 4096        # batch * in * out of one model
 AUTO_STACK_LSTM_MAX_HIDDEN = 16
-AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH = 4
 
 
 def prefer(op, first_array, w_hh=None, w=None):
@@ -109,9 +108,7 @@ def prefer(op, first_array, w_hh=None, w=None):
         recurrent = getattr(w_hh, "shape", ())
         if len(recurrent) != 3 or recurrent[1] <= AUTO_STACK_LSTM_MAX_HIDDEN:
             return True
-        models, batch, hidden = shape[0], shape[1], recurrent[1]
-        return op == "lstm" and (batch <= AUTO_STACK_LSTM_ANY_HIDDEN_MAX_BATCH or (
-            batch <= AUTO_LSTM_MAX_BATCH and _per_model(models, batch, hidden)))
+        return op == "lstm" and shape[1] <= AUTO_LSTM_MAX_BATCH
     if op == "lstm_cell":
         return shape[0] <= AUTO_CELL_MAX_BATCH
     recurrent = getattr(w_hh, "shape", ())
@@ -143,7 +140,9 @@ for _name, _module, _function in (
         ("stack_dense_forward", stack_dense_kernels, stack_dense_kernels.forward),
         ("stack_dense_backward", stack_dense_kernels, stack_dense_kernels.backward),
         ("stack_lstm_forward", stack_lstm_kernels, stack_lstm_kernels.forward),
-        ("stack_lstm_backward", stack_lstm_kernels, stack_lstm_kernels.backward)):
+        ("stack_lstm_backward", stack_lstm_kernels, stack_lstm_kernels.backward),
+        ("lstm_forward_models", lstm_kernels, lstm_kernels.forward_models),
+        ("lstm_backward_models", lstm_kernels, lstm_kernels.backward_models)):
     _SOURCES[_name] = (_module, _function, True)
     _SOURCES[_name + "_one_thread"] = (_module, _function, False)
 
@@ -437,7 +436,7 @@ def _stack_lstm_route(models, batch, steps, n_in, hidden):
 
 def _per_model(models, batch, hidden):
     """Whether a stacked LSTM runs model by model (PER_MODEL_MIN_HIDDEN says why)."""
-    return models * batch <= hidden or (
+    return models * batch <= hidden * min(models, 2) or (
         hidden >= PER_MODEL_MIN_HIDDEN and 2 * models <= 3 * hidden)
 
 
@@ -480,26 +479,23 @@ def stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, activation, recurrent_activati
 
 def _per_model_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activation,
                             recurrent_activation):
-    """Model by model, the single-model loop kernel (kernels/numba_cpu/lstm.py) with each
-    model's lengths and forget_bias."""
-    models, batch, steps, n_in = xs.shape
+    """Model by model (the models on the cores), the single-model loop kernel with each
+    model's lengths and forget_bias (kernels/numba_cpu/lstm.py forward_models)."""
+    models, batch, steps, _ = xs.shape
     hidden = w_hh.shape[1]
     dtype = xs.dtype
-    forward = _KERNELS[dtype].lstm_forward
+    xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths = (
+        _contiguous(a) for a in (xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths))
     act, rec = CODES[activation], CODES[recurrent_activation]
     hs = np.empty((models, batch, steps, hidden), dtype)
     cs = np.empty((models, batch, steps, hidden), dtype)
     gates = np.empty((models, batch, steps, 5 * hidden), dtype)     # i, f, g, o, a(c)
     hT = np.empty((models, batch, hidden), dtype)
     cT = np.empty((models, batch, hidden), dtype)
-    inputs = []         # each model's (xs, h0, c0, w_ih, w_hh, lengths), C-contiguous
-    for m in range(models):
-        x_m, h0_m, c0_m, w_ih_m, w_hh_m, b_m, lengths_m = (
-            _contiguous(a[m]) for a in (xs, h0, c0, w_ih, w_hh, b, lengths))
-        forward(x_m, False, h0_m, c0_m, w_ih_m, w_hh_m, b_m, act, rec, forget_bias[m],
-                lengths_m, hs[m], cs[m], gates[m], hT[m], cT[m])
-        inputs.append((x_m, h0_m, c0_m, w_ih_m, w_hh_m, lengths_m))
-    return hs, hT, cT, (_per_model_lstm_backward, (inputs, n_in, hs, cs, gates, act, rec))
+    _stack_kernel(dtype, "lstm_forward_models", models)(
+        xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths, hs, cs, gates, hT, cT)
+    return hs, hT, cT, (_per_model_lstm_backward,
+                        (xs, h0, c0, w_ih, w_hh, lengths, hs, cs, gates, act, rec))
 
 
 def _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activation,
@@ -531,20 +527,19 @@ def stack_lstm_backward(saved, dhs, dhT, dcT):
 
 
 def _per_model_lstm_backward(saved, dhs, dhT, dcT):
-    inputs, n_in, hs, cs, gates, act, rec = saved
-    models, batch, steps, hidden = hs.shape
+    xs, h0, c0, w_ih, w_hh, lengths, hs, cs, gates, act, rec = saved
+    models, batch, steps, n_in = xs.shape
+    hidden = hs.shape[3]
     dtype = hs.dtype
-    backward = _KERNELS[dtype].lstm_backward
     dxs = np.empty((models, batch, steps, n_in), dtype)
     dh0 = np.empty((models, batch, hidden), dtype)
     dc0 = np.empty((models, batch, hidden), dtype)
     dw_ih = np.empty((models, n_in, 4 * hidden), dtype)
     dw_hh = np.empty((models, hidden, 4 * hidden), dtype)
     db = np.empty((models, 4 * hidden), dtype)
-    for m, (x_m, h0_m, c0_m, w_ih_m, w_hh_m, lengths_m) in enumerate(inputs):
-        backward(x_m, False, h0_m, c0_m, w_ih_m, w_hh_m, hs[m], cs[m], gates[m],
-                 _contiguous(dhs[m]), _contiguous(dhT[m]), _contiguous(dcT[m]), act, rec,
-                 lengths_m, dxs[m], dh0[m], dc0[m], dw_ih[m], dw_hh[m], db[m])
+    _stack_kernel(dtype, "lstm_backward_models", models)(
+        xs, h0, c0, w_ih, w_hh, hs, cs, gates, _contiguous(dhs), _contiguous(dhT),
+        _contiguous(dcT), act, rec, lengths, dxs, dh0, dc0, dw_ih, dw_hh, db)
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 
