@@ -24,11 +24,12 @@ multiplied, from the old one, so a NaN in padding input changes nothing; the bac
 selects dz = 0 there, lets dh and dc pass unchanged, and adds no dhs. The padding lanes of
 the last block have length 0.
 
-Loop shapes (each measured side by side against the obvious version):
+Loop shapes (chosen over the obvious ones by side-by-side runs; the numbers are in the
+commit that made them):
 - Per-model data (xs in, hs out; dhs in, dxs out of the backward) moves between the
   (M, ...) arrays and the lanes layout once per row, in loops of one model and one unit
   over the steps, not once per step: a per-step loop over lanes reads one scattered value
-  per lane, which cost the backward a third of its time.
+  per lane. The xs and dhs gathers are two loops, not one shared helper, which ran slower.
 - The per-step loops over lanes each write one row and read a few: LLVM vectorizes a loop
   only after proving at run time that its arrays do not overlap, and gives up on a loop that
   touches too many. So the backward's dz is computed one gate at a time, and its weight
