@@ -116,6 +116,39 @@ def test_select_keeps_optimizer_state(rng):
     assert_close("model(1)", alone.predict(x[3]), part.predict(x[[1, 3]])[1])
 
 
+@pytest.mark.parametrize("backend", CPU)
+def test_host_predict_and_evaluate_cap_the_pairs_per_forward(backend, rng, monkeypatch):
+    """On the host, predict and evaluate cut the samples so that one forward runs at most
+    HOST_FORWARD_PAIRS (model, sample) pairs; the outputs and losses are those of a single
+    forward over every sample."""
+    x = rng.standard_normal((3, 7, 4, 2))
+    y = rng.uniform(0, 1, (3, 7, 1))
+    lengths = rng.integers(1, 5, (3, 7))
+    with tinynet.use_backend(backend):
+        stack = nn.Stack([sequence_model(m, 1.0) for m in range(3)])
+        stack.compile(optimizer=nn.SGD(0.1), loss="mse")
+        whole = stack.predict(x, batch_size=None, lengths=lengths)      # one forward
+        whole_losses = stack.evaluate(x, y, batch_size=None, lengths=lengths)
+        rows = []
+        forward = stack.loop_forward
+        monkeypatch.setattr(stack, "loop_forward",
+                            lambda xs, lens: rows.append(xs[0].shape[1]) or forward(xs, lens))
+        monkeypatch.setattr(nn.stack, "HOST_FORWARD_PAIRS", 7)         # 2 samples x 3 models
+        assert_close("predict, capped", stack.predict(x, lengths=lengths), whole)
+        assert rows == [2, 2, 2, 1]
+        rows.clear()
+        assert_close("evaluate, capped", stack.evaluate(x, y, batch_size=None,
+                                                        lengths=lengths), whole_losses)
+        assert rows == [2, 2, 2, 1]
+        rows.clear()
+        stack.predict(x, batch_size=1, lengths=lengths)       # below the cap: as asked
+        assert rows == [1] * 7
+        rows.clear()
+        monkeypatch.setattr(nn.stack, "HOST_FORWARD_PAIRS", 2)     # fewer pairs than models
+        stack.predict(x, lengths=lengths)
+        assert rows == [1] * 7
+
+
 def test_save_load_round_trip_and_another_architecture_refused(rng, tmp_path):
     stack = nn.Stack([sequence_model(m, 0.0) for m in range(3)])
     path = tmp_path / "stack.npz"

@@ -35,6 +35,13 @@ from tinynet.nn.model import Model
 # per-model hyperparameters and bookkeeping: not part of "one architecture"
 _FREE = {"name", "backend", "last_backend", "forget_bias", "_params", "models"}
 
+# predict and evaluate on the host run at most this many (model, sample) pairs in one
+# forward, whatever batch_size asks for: every forward also writes what a backward would
+# read (an LSTM: about 7H values per pair and step), and beyond a few thousand pairs that
+# no longer fits the CPU's caches, which then makes the whole forward slower per pair
+# (`python bench/stack_predict.py`). On a GPU the batch size is left as asked.
+HOST_FORWARD_PAIRS = 2048
+
 
 class _PerModel(np.ndarray):
     """Host data with the samples axis first and the models axis second (a view)."""
@@ -239,13 +246,24 @@ class Stack(Model):
         return super().train_on_batch(x, y, lengths)
 
     def evaluate(self, x, y, batch_size=256, lengths=None):
-        """Each model's loss over the whole set, (M,); with metrics, {'loss': (M,), ...}."""
-        logs = super().evaluate(x, y, batch_size, lengths)
+        """Each model's loss over the whole set, (M,); with metrics, {'loss': (M,), ...}.
+        batch_size: samples per model in one forward (on the host, at most
+        HOST_FORWARD_PAIRS // M)."""
+        logs = super().evaluate(x, y, self._forward_rows(batch_size), lengths)
         return logs if self._metrics else logs["loss"]
 
     def predict(self, x, batch_size=256, lengths=None):
-        """Outputs (M, samples, ...) as host arrays."""
-        return super().predict(x, batch_size, lengths)
+        """Outputs (M, samples, ...) as host arrays. batch_size: samples per model in one
+        forward (on the host, at most HOST_FORWARD_PAIRS // M)."""
+        return super().predict(x, self._forward_rows(batch_size), lengths)
+
+    def _forward_rows(self, batch_size):
+        """The samples per model of one predict or evaluate forward (HOST_FORWARD_PAIRS)."""
+        self._place()
+        if self._where is not None:
+            return batch_size
+        cap = max(1, HOST_FORWARD_PAIRS // self.models)
+        return cap if batch_size is None else min(max(int(batch_size), 1), cap)
 
     # --- the training loop's interface (tinynet.nn.training) --------------------------------
 
