@@ -55,13 +55,16 @@ PAPER = {(100, 3): (27380, 39850, 0.000195), (100, 1): (58370, 64330, 0.000117),
          (1000, 3): (446850, 452460, 0.000078)}
 
 
-def draw(rng, T, N, count):
+def draw(rng, T, N, count, out=None):
     """`count` sequences at once (one NumPy call per quantity, not per sequence): the inputs
-    padded to the longest length, x (count, T + T/10) float32, their lengths (count,), and
-    the targets (count,) float32."""
+    padded to the longest length, x (count, T + T/10) float32 (written into `out` when given),
+    their lengths (count,), and the targets (count,) float32. The noise is drawn in float32
+    directly: no float64 array to convert."""
     lengths = rng.integers(T, T + T // 10 + 1, count)
     positive = rng.random(count) < 0.5
-    x = rng.normal(0.0, np.sqrt(0.2), (count, T + T // 10)).astype(np.float32)
+    x = np.empty((count, T + T // 10), np.float32) if out is None else out
+    rng.standard_normal(out=x, dtype=np.float32)
+    x *= np.float32(np.sqrt(0.2))
     x[:, :N] = np.where(positive, 1.0, -1.0)[:, None]
     return x, lengths, positive.astype(np.float32)
 
@@ -95,9 +98,12 @@ def optimizer(name, rates):
 def draw_per_trial(streams, T, N, count):
     """`count` sequences for each trial from its own stream: x (trials, count, T + T/10, 1),
     lengths (trials, count), targets (trials, count, 1)."""
-    parts = [draw(rng, T, N, count) for rng in streams]
-    x, lengths, targets = (np.stack(p) for p in zip(*parts))
-    return x[..., None], lengths, targets[..., None]
+    x = np.empty((len(streams), count, T + T // 10, 1), np.float32)
+    lengths = np.empty((len(streams), count), np.int64)
+    targets = np.empty((len(streams), count, 1), np.float32)
+    for k, rng in enumerate(streams):
+        _, lengths[k], targets[k, :, 0] = draw(rng, T, N, count, out=x[k, :, :, 0])
+    return x, lengths, targets
 
 
 def test_errors(stack, streams, T, N, count=256):
