@@ -329,6 +329,38 @@ def test_cpu_activations_within_four_ulp_whole_range(monkeypatch, dtype, activat
     assert np.isnan(got[~finite]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_kernels_activation_slopes_equal_the_scalar_definition(dtype):
+    """kernels/numba_cpu/lanes.py slope(): the derivative from the output as the stack
+    kernels compute it, without a branch, equals kernels/numba_math.py activation_grad (the
+    definition the other CPU kernels use, compiled with the same options) bit for bit, for
+    every activation, on ordinary values and on 0, -0, +-inf, NaN and subnormals."""
+    import numba
+    from tinynet.kernels.numba_cpu import COMPILE_OPTIONS
+    from tinynet.kernels.numba_cpu.lanes import slope, slope_terms
+    from tinynet.kernels.numba_math import activation_grad
+
+    @numba.njit(**COMPILE_OPTIONS)
+    def both(code, y, got, expected):
+        terms = slope_terms(code, y.dtype.type(1))
+        for i in range(y.size):
+            got[i] = slope(y[i], terms)
+        for i in range(y.size):
+            expected[i] = activation_grad(code, y[i])
+
+    info = np.finfo(dtype)
+    y = np.concatenate([np.linspace(-1.5, 1.5, 301, dtype=dtype),
+                        np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, info.tiny,
+                                  info.tiny / 4, info.max, -info.max], dtype)])
+    for code, name in enumerate(("linear", "relu", "sigmoid", "tanh")):
+        got, expected = np.empty_like(y), np.empty_like(y)
+        both(code, y, got, expected)
+        different = ~((got == expected) | (np.isnan(got) & np.isnan(expected)))
+        assert not different.any(), (name, y[different], got[different], expected[different])
+        if name == "linear":
+            assert (got == 1).all()                  # NaN and infinities included
+
+
 # --- the module protocol -------------------------------------------------------------
 
 def test_asarray_refuses_gpu_arrays():

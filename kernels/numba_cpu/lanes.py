@@ -1,6 +1,6 @@
 """Helpers of the stack kernels (stack_dense.py, stack_lstm.py), called from them: moving a
 block of models between (M, ...) arrays and the lanes layout (gather_*, scatter_*), and the
-pointwise activations.
+pointwise activations and their derivatives.
 
 The activations work on rows [start, stop) of a C-contiguous (rows, lanes) array: one row
 holds one value for each of a block's models. The activation code is tested outside the loop
@@ -37,23 +37,27 @@ def activate_rows(code, z, start, stop):
 
 
 @numba.njit(**COMPILE_OPTIONS)
-def activation_grad_rows(code, y, start, stop, out):
-    # out[start:stop] = act'(z) from the output y = act(z) (numba_math.activation_grad)
-    zero, one = y.dtype.type(0), y.dtype.type(1)
-    lanes = y.shape[1]
-    for row in range(start, stop):
-        if code == 0:
-            for lane in range(lanes):
-                out[row, lane] = one
-        elif code == 1:
-            for lane in range(lanes):
-                out[row, lane] = one if y[row, lane] > zero else zero
-        elif code == 2:
-            for lane in range(lanes):
-                out[row, lane] = y[row, lane] * (one - y[row, lane])
-        else:
-            for lane in range(lanes):
-                out[row, lane] = one - y[row, lane] * y[row, lane]
+def slope_terms(code, one):
+    # The terms slope() takes for activation `code` (one: 1 in the kernel's float type), made
+    # once per kernel call: sigmoid's y (1 - y) and tanh's 1 - y^2 are both d0 + y (d1 + d2 y);
+    # relu's derivative is the step 1 if y > 0 else 0, linear's the step 1 if y > 0 else 1
+    # (so 1 for any y, NaN and infinities included). -> (d0, d1, d2, step, below)
+    zero = one - one
+    if code == 2:
+        return zero, one, -one, False, zero
+    if code == 3:
+        return one, zero, -one, False, zero
+    return one, zero, zero, True, zero if code == 1 else one
+
+
+@numba.njit(forceinline=True, **COMPILE_OPTIONS)
+def slope(y, terms):
+    # act'(z) from the output y = act(z) (numba_math.activation_grad, the same roundings),
+    # with the terms of slope_terms: no branch on the activation, so a loop over lanes that
+    # calls it stays plain vectorizable arithmetic (a separate pass writing act'(y) for the
+    # whole row first made the stack LSTM's backward slower)
+    d0, d1, d2, step, below = terms
+    return (d0 if y > d1 else below) if step else d0 + y * (d1 + d2 * y)
 
 
 @numba.njit(**COMPILE_OPTIONS)

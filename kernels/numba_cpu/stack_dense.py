@@ -20,9 +20,9 @@ import numpy as np
 from numba import prange, types
 
 from tinynet.kernels.numba_cpu import array_types, strided
-from tinynet.kernels.numba_cpu.lanes import (activate_rows, activation_grad_rows,
-                                              gather_matrix, gather_rows, scatter_matrix,
-                                              scatter_rows)
+from tinynet.kernels.numba_cpu.lanes import (activate_rows, gather_matrix, gather_rows,
+                                              scatter_matrix, scatter_rows, slope,
+                                              slope_terms)
 
 
 def forward(x, w, b, code, lanes, y):
@@ -66,6 +66,7 @@ def backward(x, w, y, dy, code, lanes, dx, dw, db):
     blocks = (models + lanes - 1) // lanes
     n_out = w.shape[2]
     dtype = dx.dtype
+    terms = slope_terms(code, dtype.type(1))
     for block in prange(blocks):
         first = block * lanes
         count = min(lanes, models - first)
@@ -84,10 +85,9 @@ def backward(x, w, y, dy, code, lanes, dx, dw, db):
                 for j in range(n_out):
                     y_lanes[j, lane] = y[first + lane, row, j]
                     dz[j, lane] = dy[first + lane, row, j]
-            activation_grad_rows(code, y_lanes, 0, n_out, y_lanes)
             for j in range(n_out):
                 for lane in range(lanes):
-                    dz[j, lane] *= y_lanes[j, lane]
+                    dz[j, lane] *= slope(y_lanes[j, lane], terms)
                     db_lanes[j, lane] += dz[j, lane]
             for k in range(n_in):
                 dx_lanes[:] = 0

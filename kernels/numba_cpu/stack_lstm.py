@@ -40,9 +40,9 @@ import numpy as np
 from numba import prange, types
 
 from tinynet.kernels.numba_cpu import array_types, strided
-from tinynet.kernels.numba_cpu.lanes import (activate_rows, activation_grad_rows,
-                                              gather_matrix, gather_rows, scatter_matrix,
-                                              scatter_rows)
+from tinynet.kernels.numba_cpu.lanes import (activate_rows, gather_matrix, gather_rows,
+                                              scatter_matrix, scatter_rows, slope,
+                                              slope_terms)
 
 
 def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, cT,
@@ -148,6 +148,8 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
     blocks, lanes = gates.shape[0], gates.shape[4]
     dtype = dxs.dtype
     zero = dtype.type(0)
+    act_terms = slope_terms(act, dtype.type(1))
+    rec_terms = slope_terms(rec, dtype.type(1))
     for block in prange(blocks):
         first = block * lanes
         count = min(lanes, models - first)
@@ -161,7 +163,6 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
         length = np.zeros(lanes, np.int32)
         dh = np.zeros((hidden, lanes), dtype)     # gradient of h after step t, then before it
         dc = np.zeros((hidden, lanes), dtype)
-        grad = np.empty((5 * hidden, lanes), dtype)    # act' or rec' of each saved gate
         dz = np.empty((four_h, lanes), dtype)
         total = np.empty(lanes, dtype)     # per lane: dc through the cell, then each dh/dx sum
         dhs_lanes = np.empty((steps, hidden, lanes), dtype)    # dhs of one row, zero padded
@@ -186,25 +187,25 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
                 c_prev = c_lanes[block, row, t]
                 h_prev = h_lanes[block, row, t]
                 x = xs_lanes[block, row, t]
-                activation_grad_rows(rec, g, 0, 2 * hidden, grad)
-                activation_grad_rows(act, g, 2 * hidden, 3 * hidden, grad)
-                activation_grad_rows(rec, g, 3 * hidden, four_h, grad)
-                activation_grad_rows(act, g, four_h, 5 * hidden, grad)
                 for u in range(hidden):
                     for lane in range(lanes):
                         total[lane] = (dc[u, lane] + dh[u, lane] * g[3 * hidden + u, lane]
-                                       * grad[four_h + u, lane])
+                                       * slope(g[four_h + u, lane], act_terms))
                     for lane in range(lanes):
-                        dz_i = total[lane] * g[2 * hidden + u, lane] * grad[u, lane]
+                        dz_i = (total[lane] * g[2 * hidden + u, lane]
+                                * slope(g[u, lane], rec_terms))
                         dz[u, lane] = dz_i if t < length[lane] else zero
                     for lane in range(lanes):
-                        dz_f = total[lane] * c_prev[u, lane] * grad[hidden + u, lane]
+                        dz_f = (total[lane] * c_prev[u, lane]
+                                * slope(g[hidden + u, lane], rec_terms))
                         dz[hidden + u, lane] = dz_f if t < length[lane] else zero
                     for lane in range(lanes):
-                        dz_g = total[lane] * g[u, lane] * grad[2 * hidden + u, lane]
+                        dz_g = (total[lane] * g[u, lane]
+                                * slope(g[2 * hidden + u, lane], act_terms))
                         dz[2 * hidden + u, lane] = dz_g if t < length[lane] else zero
                     for lane in range(lanes):
-                        dz_o = dh[u, lane] * g[four_h + u, lane] * grad[3 * hidden + u, lane]
+                        dz_o = (dh[u, lane] * g[four_h + u, lane]
+                                * slope(g[3 * hidden + u, lane], rec_terms))
                         dz[3 * hidden + u, lane] = dz_o if t < length[lane] else zero
                     for lane in range(lanes):
                         dc_step = total[lane] * g[hidden + u, lane]
