@@ -8,8 +8,8 @@ input, then a sigmoid unit) predicts 256 sequences per model on the numba-cpu ba
 forward cut into chunks of `rows` samples per model (M x rows pairs per forward), for
 several chunk sizes: milliseconds per predict, medians of interleaved, calibrated blocks
 (bench/timing.py). Every forward also writes what a backward would read; the table shows
-from how many pairs on that no longer pays. With TINYNET_BENCH_SMOKE=1: one small stack,
-tiny blocks (seconds; the numbers mean nothing).
+the number of pairs per forward beyond which that slows the whole predict down. With
+TINYNET_BENCH_SMOKE=1: one small stack, tiny blocks (seconds; the numbers mean nothing).
 """
 
 import argparse
