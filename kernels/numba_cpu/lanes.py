@@ -54,8 +54,8 @@ def slope_terms(code, one):
 def slope(y, terms):
     # act'(z) from the output y = act(z) (numba_math.activation_grad, the same roundings),
     # with the terms of slope_terms: no branch on the activation, so a loop over lanes that
-    # calls it stays plain vectorizable arithmetic (a separate pass writing act'(y) for the
-    # whole row first made the stack LSTM's backward slower)
+    # calls it stays plain vectorizable arithmetic, and the kernels compute it inside the loop
+    # that uses it, with no pass of its own over the rows
     d0, d1, d2, step, below = terms
     return (d0 if y > d1 else below) if step else d0 + y * (d1 + d2 * y)
 

@@ -37,8 +37,8 @@ _FREE = {"name", "backend", "last_backend", "forget_bias", "_params", "models"}
 
 # predict and evaluate on the host run at most this many (model, sample) pairs in one
 # forward, whatever batch_size asks for: every forward also writes what a backward would
-# read (an LSTM: about 7H values per pair and step), and beyond a few thousand pairs that
-# no longer fits the CPU's caches, which then makes the whole forward slower per pair
+# read (an LSTM: about 7H values per pair and step), and beyond a few thousand pairs the
+# forward gets slower per pair, most likely because that data outgrows the CPU's caches
 # (`python bench/stack_predict.py`). On a GPU the batch size is left as asked.
 HOST_FORWARD_PAIRS = 2048
 
