@@ -165,12 +165,13 @@ def test_numba_cpu_tuning_script_runs_its_stack_lstm_table():
 def test_stack_predict_script_runs_its_table():
     done = run_bench(str(REPO / "bench" / "stack_predict.py"), cwd="/")
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = re.findall(r"^\| ([0-9]+) \| ([0-9]+) \| ([0-9]+) \| ([0-9.]+) \| ([0-9.]+) \|$",
-                      done.stdout, re.MULTILINE)
+    rows = re.findall(r"^\| ([0-9]+) \| ([0-9]+) \| ([0-9]+) \| ([0-9.]+) \| ([0-9]+|-) \| "
+                      r"([0-9.]+) \|$", done.stdout, re.MULTILINE)
     assert len(rows) >= 2, done.stdout                # smoke mode: one stack, a few chunks
-    for models, rows_per_forward, pairs, ms, ratio in rows:
+    for models, rows_per_forward, pairs, ms, faults, ratio in rows:
         assert int(pairs) == int(models) * int(rows_per_forward)
         assert float(ms) > 0 and float(ratio) >= 1.0
+        assert faults != "-" or sys.platform == "win32"     # counted wherever Python can
     assert min(float(ratio) for *_, ratio in rows) == 1.0
 
 

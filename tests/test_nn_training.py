@@ -232,6 +232,34 @@ def test_multiple_outputs_predict():
     assert out_a.shape == (4, 3) and out_b.shape == (4, 1)
 
 
+def test_predict_frees_each_chunks_tape_before_the_next_forward(rng):
+    """A forward's tape (what a backward would read) is several times its outputs' size;
+    predict and evaluate keep only the outputs of each chunk."""
+    import weakref
+
+    class Tape(list):                     # a list that can be watched with a weak reference
+        pass
+
+    model = nn.Sequential([nn.Dense(3, 2, "tanh", seed=1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = rng.standard_normal((10, 3))
+    whole = model.predict(x, batch_size=10)
+    forward, tapes = model.loop_forward, []
+
+    def watched_forward(xs, lengths):
+        assert all(t() is None for t in tapes), "the previous chunk's tape is still alive"
+        outs, tape = forward(xs, lengths)
+        tape = Tape(tape)
+        tapes.append(weakref.ref(tape))
+        return outs, tape
+
+    model.loop_forward = watched_forward
+    np.testing.assert_allclose(model.predict(x, batch_size=3), whole, rtol=1e-12)
+    assert len(tapes) == 4                # chunks of 3, 3, 3, 1
+    model.evaluate(x, np.zeros((10, 2)), batch_size=4)
+    assert len(tapes) == 7
+
+
 # --- classification -----------------------------------------------------------------------
 
 def _softmax(z):

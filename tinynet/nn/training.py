@@ -138,9 +138,11 @@ def predict_device(model, xs, batch_size, lengths=None):
     chunks = []
     for lo in range(0, max(n, 1), batch_size):
         rows = slice(lo, lo + batch_size)
-        outs, _ = model.loop_forward([model.loop_batch(a[rows]) for a in xs],
-                                     None if lengths is None else model.loop_batch(lengths[rows]))
-        chunks.append(outs)
+        # [0]: the outputs alone. The tape (what a backward would read, several times the
+        # outputs' size) is freed here, before the next chunk's forward allocates its own.
+        chunks.append(model.loop_forward(
+            [model.loop_batch(a[rows]) for a in xs],
+            None if lengths is None else model.loop_batch(lengths[rows]))[0])
     if len(chunks) == 1:
         return chunks[0]
     return [array_module(parts[0]).concatenate(parts, axis=model.sample_axis)
