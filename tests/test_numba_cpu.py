@@ -569,6 +569,35 @@ def test_stack_any_strides_and_broadcast_data(rng, models):
     assert got[3].shape == shared.shape and got[3].flags.writeable
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_lstm_backward_skips_only_an_all_zero_dhs(rng, dtype):
+    """ops fills a None gradient with numba-cpu's zeros (read-only, every stride 0), which
+    the stack backward does not read; any other dhs, a broadcast non-zero one included, is
+    read as given. Every route, lengths with padding."""
+    module = backend_module()
+    zeros = module.zeros((2, 3), dtype)
+    assert zeros.dtype == dtype and not zeros.flags.writeable and not zeros.any()
+    for shape in [(19, 1, 6, 1, 3), (3, 4, 12, 1, 2), (2, 3, 6, 2, 9)]:
+        models, batch, steps = shape[:3]
+        inputs, grads, forget_bias = stack_lstm_case(rng, *shape, dtype)
+        lengths = rng.integers(0, steps + 1, (models, batch)).astype(np.int32)
+        _, dhT, dcT = grads
+        route = module._stack_lstm_route(*shape)
+        none = run_stack_lstm(inputs, (None, dhT, dcT), forget_bias, lengths)
+        explicit = run_stack_lstm(inputs, (np.zeros(grads[0].shape, dtype), dhT, dcT),
+                                  forget_bias, lengths)
+        for index, (a, b) in enumerate(zip(none, explicit)):
+            assert np.array_equal(a, b), f"{route}: output {index}, dhs None vs zeros"
+        quarter = dtype(0.25)
+        broadcast = run_stack_lstm(inputs, (np.broadcast_to(quarter, grads[0].shape), dhT,
+                                            dcT), forget_bias, lengths)
+        full = run_stack_lstm(inputs, (np.full(grads[0].shape, quarter), dhT, dcT),
+                              forget_bias, lengths)
+        for index, (a, b) in enumerate(zip(broadcast, full)):
+            assert np.array_equal(a, b), f"{route}: output {index}, broadcast dhs vs a copy"
+        assert not np.array_equal(broadcast[6], none[6]), f"{route}: dhs was not read"
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_stack_nan_in_one_model_reaches_no_other(rng, monkeypatch):
     module = backend_module()

@@ -136,11 +136,12 @@ def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, c
                 cT[first + lane, row, u] = c[u, lane]
 
 
-def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec,
-             dxs, dh0, dc0, dw_ih, dw_hh, db):
+def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhs_zero, dhT, dcT,
+             act, rec, dxs, dh0, dc0, dw_ih, dw_hh, db):
     # Gradients of hs (M, batch, steps, H), hT and cT (M, batch, H) -> dxs (M, batch, steps,
     # in) (zeros at padding steps), dh0, dc0 (M, batch, H), dw_ih (M, in, 4H),
-    # dw_hh (M, H, 4H), db (M, 4H), all written.
+    # dw_hh (M, H, 4H), db (M, 4H), all written. dhs_zero: dhs is known to be all zero (no
+    # gradient of hs), so it is neither gathered nor added.
     models, batch, steps = dxs.shape[0], dxs.shape[1], dxs.shape[2]
     n_in = w_ih.shape[1]
     hidden = w_hh.shape[1]
@@ -173,16 +174,18 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, d
                 for u in range(hidden):
                     dh[u, lane] = dhT[first + lane, row, u]
                     dc[u, lane] = dcT[first + lane, row, u]
-            dhs_lanes[:] = 0
-            for lane in range(count):
-                dhs_model = dhs[first + lane, row]         # (steps, H)
-                for u in range(hidden):
-                    for t in range(length[lane]):
-                        dhs_lanes[t, u, lane] = dhs_model[t, u]
+            if not dhs_zero:
+                dhs_lanes[:] = 0
+                for lane in range(count):
+                    dhs_model = dhs[first + lane, row]     # (steps, H)
+                    for u in range(hidden):
+                        for t in range(length[lane]):
+                            dhs_lanes[t, u, lane] = dhs_model[t, u]
             for t in range(steps - 1, -1, -1):
-                for u in range(hidden):
-                    for lane in range(lanes):
-                        dh[u, lane] += dhs_lanes[t, u, lane]
+                if not dhs_zero:
+                    for u in range(hidden):
+                        for lane in range(lanes):
+                            dh[u, lane] += dhs_lanes[t, u, lane]
                 g = gates[block, row, t]
                 c_prev = c_lanes[block, row, t]
                 h_prev = h_lanes[block, row, t]
@@ -263,7 +266,8 @@ def signatures(float_type):
                             writable(5), writable(5), writable(5)),
         backward: types.void(any_strides(3), any_strides(3), lengths, read_only(5),
                              read_only(5), read_only(5), read_only(5), any_strides(4),
-                             any_strides(3), any_strides(3), code, code, writable(4),
+                             types.boolean, any_strides(3), any_strides(3), code, code,
+                             writable(4),
                              writable(3), writable(3), writable(3), writable(3),
                              writable(2)),
     }

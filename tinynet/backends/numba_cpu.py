@@ -381,7 +381,19 @@ def lstm_backward(saved, dhs, dhT, dcT):
 # The stack kernels take inputs of any strides (broadcast views included) and read them in
 # place: nothing here copies an input.
 
-zeros = numpy_ref.zeros
+def zeros(shape, dtype):
+    """What tinynet.ops fills a None state or gradient with: a read-only array of zeros with
+    every stride 0 (one element of memory, whatever the shape). The stack kernels read it in
+    place, the single-model ones copy it (_contiguous), and the stack LSTM backward skips a
+    dhs that is all zero (_all_zero)."""
+    return np.ndarray(shape, dtype, buffer=bytes(np.dtype(dtype).itemsize),
+                      strides=(0,) * len(shape))
+
+
+def _all_zero(a):
+    """Whether every element of `a` is zero, known without reading it: every stride 0 (each
+    element is the first) and the first element 0."""
+    return not any(a.strides) and (a.size == 0 or a.item(0) == 0)
 
 
 def _lanes(models):
@@ -569,6 +581,6 @@ def _stack_lstm_backward(saved, dhs, dhT, dcT):
     dw_hh = np.empty(w_hh.shape, dtype)
     db = np.empty((models, 4 * hidden), dtype)
     _stack_kernel(dtype, "stack_lstm_backward", gates.shape[0])(
-        w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhT, dcT, act, rec, dxs,
-        dh0, dc0, dw_ih, dw_hh, db)
+        w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, _all_zero(dhs), dhT, dcT,
+        act, rec, dxs, dh0, dc0, dw_ih, dw_hh, db)
     return dxs, dh0, dc0, dw_ih, dw_hh, db
