@@ -571,13 +571,17 @@ def test_stack_any_strides_and_broadcast_data(rng, models):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_stack_lstm_backward_skips_only_an_all_zero_dhs(rng, dtype):
-    """ops fills a None gradient with numba-cpu's zeros (read-only, every stride 0), which
-    the stack backward does not read; any other dhs, a broadcast non-zero one included, is
-    read as given. Every route, lengths with padding."""
+    """ops fills a None input of a stack op with numba-cpu's stack_zeros (read-only, every
+    stride 0), which the stack backward does not read as dhs; any other dhs, a broadcast
+    non-zero one included, is read as given; None states and gradients are zeros on every
+    route. Lengths with padding."""
     module = backend_module()
-    zeros = module.zeros((2, 3), dtype)
+    zeros = module.stack_zeros((2, 3), dtype)
     assert zeros.dtype == dtype and not zeros.flags.writeable and not zeros.any()
-    for shape in [(19, 1, 6, 1, 3), (3, 4, 12, 1, 2), (2, 3, 6, 2, 9)]:
+    shapes = [(19, 1, 6, 1, 3), (3, 4, 12, 1, 2), (2, 3, 6, 2, 9)]
+    assert {module._stack_lstm_route(*shape) for shape in shapes} == {
+        "lanes", "rows as models", "per model"}
+    for shape in shapes:
         models, batch, steps = shape[:3]
         inputs, grads, forget_bias = stack_lstm_case(rng, *shape, dtype)
         lengths = rng.integers(0, steps + 1, (models, batch)).astype(np.int32)
@@ -596,6 +600,13 @@ def test_stack_lstm_backward_skips_only_an_all_zero_dhs(rng, dtype):
         for index, (a, b) in enumerate(zip(broadcast, full)):
             assert np.array_equal(a, b), f"{route}: output {index}, broadcast dhs vs a copy"
         assert not np.array_equal(broadcast[6], none[6]), f"{route}: dhs was not read"
+        xs, h0, c0, *weights = inputs
+        all_none = run_stack_lstm((xs, None, None, *weights), (None, None, None), forget_bias,
+                                  lengths)
+        all_zeros = run_stack_lstm((xs, np.zeros_like(h0), np.zeros_like(c0), *weights),
+                                   [np.zeros_like(g) for g in grads], forget_bias, lengths)
+        for index, (a, b) in enumerate(zip(all_none, all_zeros)):
+            assert np.array_equal(a, b), f"{route}: output {index}, None states and gradients"
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")

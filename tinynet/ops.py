@@ -205,14 +205,18 @@ def _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b):
     return hidden
 
 
+_STACK_KINDS = ("dense stack", "lstm_cell stack", "lstm stack")
+
+
 def _output_gradients(op, ctx, names, grads):
     """The output gradients a backward takes: checked, None as zeros."""
     be, outputs, dtype = ctx[1], ctx[3], ctx[4]
     native = be.NATIVE_ARRAY
+    zeros = be.stack_zeros if ctx[0] in _STACK_KINDS else be.zeros
     filled = []
     for index, g in enumerate(grads):
         if g is None:
-            g = be.zeros(outputs[index].shape, dtype)
+            g = zeros(outputs[index].shape, dtype)
         elif not (type(g) is native and g.dtype is dtype and g.shape == outputs[index].shape):
             g = _gradient(op, ctx, be, index, names[index], g)     # converted, or refused
         filled.append(g)
@@ -289,11 +293,11 @@ def _lstm_stack(be, xs, h0, c0, w_ih, w_hh, b, act, rec, forget_bias, lengths):
     hidden = _stack_lstm_weights(op, models, n_in, w_ih, w_hh, b)
     state = (models, batch, hidden)
     if h0 is None:
-        h0 = be.zeros(state, dtype)
+        h0 = be.stack_zeros(state, dtype)
     else:
         _stacked(op, "h0", h0, models, (batch, hidden), "(M, batch, H)", "w_hh")
     if c0 is None:
-        c0 = be.zeros(state, dtype)
+        c0 = be.stack_zeros(state, dtype)
     else:
         _stacked(op, "c0", c0, models, (batch, hidden), "(M, batch, H)", "w_hh")
     forget_bias = be.asarray(_forget_bias_per_model(op, forget_bias, models, dtype))
@@ -532,7 +536,8 @@ def lstm_cell_backward(ctx, dh1, dc1=None):
             return cell_backward(ctx[2], dh1, dc1)
         # a sequence of one step: h1 and c1 are its final state, its hs no output
         sequence_backward = be.stack_lstm_backward if stack else be.lstm_backward
-        dhs = be.zeros(dh1.shape[:-1] + (1, dh1.shape[-1]), ctx[4])
+        dhs = (be.stack_zeros if stack else be.zeros)(dh1.shape[:-1] + (1, dh1.shape[-1]),
+                                                      ctx[4])
         dxs, dh, dc, dw_ih, dw_hh, db = sequence_backward(ctx[2], dhs, dh1, dc1)
         return dxs.reshape(dxs.shape[:-2] + dxs.shape[-1:]), dh, dc, dw_ih, dw_hh, db
     except Exception as error:

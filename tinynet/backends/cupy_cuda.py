@@ -528,6 +528,9 @@ def zeros(shape, dtype):
     return cupy.zeros(shape, dtype)
 
 
+stack_zeros = zeros
+
+
 def _batched_matmul(a, b):
     """a (M, n, k) @ b (M, k, p) in one batched cuBLAS call (zeros when k = 0)."""
     if a.size == 0 or b.size == 0:

@@ -381,11 +381,14 @@ def lstm_backward(saved, dhs, dhT, dcT):
 # The stack kernels take inputs of any strides (broadcast views included) and read them in
 # place: nothing here copies an input.
 
-def zeros(shape, dtype):
-    """What tinynet.ops fills a None state or gradient with: a read-only array of zeros with
+zeros = numpy_ref.zeros
+
+
+def stack_zeros(shape, dtype):
+    """What tinynet.ops fills a None input of a stack op with: a read-only array of zeros with
     every stride 0 (one element of memory, whatever the shape). The stack kernels read it in
-    place, the single-model ones copy it (_contiguous), and the stack LSTM backward skips a
-    dhs that is all zero (_all_zero)."""
+    place, the per-model route makes it contiguous (_c_layout), and the stack LSTM backward
+    skips a dhs that is all zero (_all_zero)."""
     return np.ndarray(shape, dtype, buffer=bytes(np.dtype(dtype).itemsize),
                       strides=(0,) * len(shape))
 
@@ -394,6 +397,12 @@ def _all_zero(a):
     """Whether every element of `a` is zero, known without reading it: every stride 0 (each
     element is the first) and the first element 0."""
     return not any(a.strides) and (a.size == 0 or a.item(0) == 0)
+
+
+def _c_layout(a):
+    """a C-contiguous, as the single-model kernels read it: an all-zero stride-0 array
+    (stack_zeros) as new zeros, faster than copying it element by element."""
+    return np.zeros(a.shape, a.dtype) if _all_zero(a) else _contiguous(a)
 
 
 def _lanes(models):
@@ -496,8 +505,9 @@ def _per_model_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act
     models, batch, steps, _ = xs.shape
     hidden = w_hh.shape[1]
     dtype = xs.dtype
-    xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths = (
-        _contiguous(a) for a in (xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths))
+    xs, w_ih, w_hh, b, forget_bias, lengths = (
+        _contiguous(a) for a in (xs, w_ih, w_hh, b, forget_bias, lengths))
+    h0, c0 = _c_layout(h0), _c_layout(c0)
     act, rec = CODES[activation], CODES[recurrent_activation]
     hs = np.empty((models, batch, steps, hidden), dtype)
     cs = np.empty((models, batch, steps, hidden), dtype)
@@ -550,8 +560,8 @@ def _per_model_lstm_backward(saved, dhs, dhT, dcT):
     dw_hh = np.empty((models, hidden, 4 * hidden), dtype)
     db = np.empty((models, 4 * hidden), dtype)
     _stack_kernel(dtype, "lstm_backward_models", models)(
-        xs, h0, c0, w_ih, w_hh, hs, cs, gates, _contiguous(dhs), _contiguous(dhT),
-        _contiguous(dcT), act, rec, lengths, dxs, dh0, dc0, dw_ih, dw_hh, db)
+        xs, h0, c0, w_ih, w_hh, hs, cs, gates, _c_layout(dhs), _c_layout(dhT), _c_layout(dcT),
+        act, rec, lengths, dxs, dh0, dc0, dw_ih, dw_hh, db)
     return dxs, dh0, dc0, dw_ih, dw_hh, db
 
 

@@ -118,6 +118,9 @@ def zeros(shape, dtype):
     return xp.zeros(shape, dtype)
 
 
+stack_zeros = zeros
+
+
 # --- kernels: compiled once per (kernel, dtype, static parameters), then launched -----
 
 @functools.cache

@@ -81,6 +81,7 @@ def _t(a):
 
 
 zeros = np.zeros      # zeros(shape, dtype): what tinynet.ops fills a None state or gradient with
+stack_zeros = zeros   # the same for an input of a stack op
 
 
 def dense_forward(x, w, b, activation):
