@@ -5,8 +5,9 @@ for the reference set): NAME, IS_GPU, NATIVE_ARRAY (the array type that tinynet.
 over without calling asarray, or None), unavailable_reason(), asarray(a), to_numpy(a),
 dense_forward/backward, lstm_forward/backward, zeros(shape, dtype) (what tinynet.ops fills a
 None state or gradient with), and, for stacks, the stack_ versions of those (stack_zeros for
-an input of a stack op, which the stack functions may read with any strides); lstm_cell_forward/backward (and stack_ ones) are optional: without
-them tinynet.ops runs a cell as an LSTM sequence of one step.
+an input of a stack op, which the stack functions may read with any strides);
+lstm_cell_forward/backward (and stack_ ones) are optional: without them tinynet.ops runs a
+cell as an LSTM sequence of one step.
 A backend joins by adding one line to _MODULES. Modules are imported on first use, so
 `import tinynet` needs NumPy alone; a module whose libraries are missing raises ImportError,
 which becomes the reason it is unusable.

@@ -267,7 +267,6 @@ def signatures(float_type):
         backward: types.void(any_strides(3), any_strides(3), lengths, read_only(5),
                              read_only(5), read_only(5), read_only(5), any_strides(4),
                              types.boolean, any_strides(3), any_strides(3), code, code,
-                             writable(4),
-                             writable(3), writable(3), writable(3), writable(3),
-                             writable(2)),
+                             writable(4), writable(3), writable(3), writable(3),
+                             writable(3), writable(2)),
     }
