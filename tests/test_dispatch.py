@@ -46,6 +46,8 @@ def test_default_is_auto_and_auto_keeps_host_data_on_the_host(rng):
 def test_environment_variable_sets_the_default():
     done = run_python("import tinynet; print(tinynet.get_backend())", TINYNET_BACKEND="numpy")
     assert done.stdout.strip() == "numpy"
+    done = run_python("import tinynet; print(tinynet.get_backend())", TINYNET_BACKEND="")
+    assert done.stdout.strip() == "auto", done.stderr         # `TINYNET_BACKEND= cmd`
     done = run_python("import numpy as np, tinynet\n"
                       "tinynet.ops.dense(np.ones((1, 1)), np.ones((1, 1)))",
                       TINYNET_BACKEND="nonsense")

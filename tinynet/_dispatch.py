@@ -41,7 +41,7 @@ LOADED = {}            # name -> module, for usable backends
 _unusable = {}          # name -> reason
 _lock = threading.Lock()
 
-_global_default = os.environ.get("TINYNET_BACKEND", "auto")
+_global_default = os.environ.get("TINYNET_BACKEND") or "auto"     # set but empty: the default
 _context_default = contextvars.ContextVar("tinynet_backend", default=None)
 
 
