@@ -12,7 +12,7 @@ allocator serves those arrays, which depends on what the process allocated befor
 chunk size runs in a process of its own, as a program that predicts again and again would
 (experiment 3a tests every 250 updates): the process times PREDICTS predicts after a first
 one, and reports their median and the page faults per predict (fresh memory from the
-system). The table gives, per chunk size, the median over `repeats` processes, run in
+system). The table gives, per chunk size, the medians over its processes, run in
 turns. With TINYNET_BENCH_SMOKE=1: one small stack, one process per size (the numbers mean
 nothing).
 """
