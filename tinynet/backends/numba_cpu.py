@@ -402,6 +402,8 @@ def _all_zero(a):
 def _c_layout(a):
     """a C-contiguous, as the single-model kernels read it: an all-zero stride-0 array
     (stack_zeros) as new zeros, faster than copying it element by element."""
+    if a.flags.c_contiguous:
+        return a
     return np.zeros(a.shape, a.dtype) if _all_zero(a) else _contiguous(a)
 
 
