@@ -51,6 +51,7 @@ import numpy as np
 import tinynet
 from tinynet import nn, sweep
 
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}     # --optimizer: the name printed
 PAPER = {(100, 3): (27380, 39850, 0.000195), (100, 1): (58370, 64330, 0.000117),
          (1000, 3): (446850, 452460, 0.000078)}
 
@@ -180,7 +181,7 @@ def main():
     parser.add_argument("--max-sequences", type=int, default=100_000,
                         help="give a trial up after this many training sequences")
     parser.add_argument("--test-every", type=int, default=250)
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd",
                         help="sgd (the paper's protocol) or adam")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: 0.5 for sgd, the paper's; 0.01 for adam)")
@@ -196,7 +197,7 @@ def main():
     probe(np.zeros((1, args.T, 1), np.float32))
     print(f"Experiment 3a, T={args.T}, N={args.N}: {args.trials} trials per forget_bias, all "
           f"{args.trials * len(biases)} trained at once as one nn.Stack, online "
-          f"{args.optimizer.upper()}, tests of 256 fresh sequences every {args.test_every} "
+          f"{OPTIMIZERS[args.optimizer]}, tests of 256 fresh sequences every {args.test_every} "
           f"sequences, trials stop at ST2 or {args.max_sequences:,} sequences")
     print(f"default backend {tinynet.get_backend()!r}, ran on "
           f"{', '.join(probe.backend_used())}; usable: {', '.join(tinynet.available_backends())}")
