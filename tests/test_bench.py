@@ -175,6 +175,18 @@ def test_stack_predict_script_runs_its_table():
     assert min(float(ratio) for *_, ratio in rows) == 1.0
 
 
+def test_stack_update_script_times_every_layer_of_each_stack():
+    done = run_bench(str(REPO / "bench" / "stack_update.py"), cwd="/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(r"^\| ([0-9]+) \| (nn.Stack|ops|backend) \| ([0-9.]+) \| ([0-9.]+) s \| "
+                      r"([0-9.]+) \|$", done.stdout, re.MULTILINE)
+    assert [(m, layer) for m, layer, *_ in rows] == [
+        (m, layer) for m in ("1", "3") for layer in ("nn.Stack", "ops", "backend")], done.stdout
+    for _, layer, us, cap_s, share in rows:
+        assert float(us) > 0
+        assert abs(float(cap_s) - float(us) * 0.1) <= 0.05 + 1e-3 * float(cap_s)
+        assert layer != "nn.Stack" or share == "1.00"
+
 # --- the arithmetic, on rows made up here ---------------------------------------------------
 
 PEAKS = {"flops_per_s": 1e9, "bytes_per_s": 1e8}
