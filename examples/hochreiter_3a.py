@@ -195,10 +195,12 @@ def main():
 
     probe = build(0.0, 0)
     probe(np.zeros((1, args.T, 1), np.float32))
-    print(f"Experiment 3a, T={args.T}, N={args.N}: {args.trials} trials per forget_bias, all "
-          f"{args.trials * len(biases)} trained at once as one nn.Stack, online "
-          f"{OPTIMIZERS[args.optimizer]}, tests of 256 fresh sequences every {args.test_every} "
-          f"sequences, trials stop at ST2 or {args.max_sequences:,} sequences")
+    together = (f"all {args.trials * len(biases)} trained at once as one nn.Stack"
+                if args.dask is None else "one nn.Stack per forget_bias, on Dask")
+    print(f"Experiment 3a, T={args.T}, N={args.N}: {args.trials} trials per forget_bias, "
+          f"{together}, online {OPTIMIZERS[args.optimizer]}, tests of 256 fresh sequences "
+          f"every {args.test_every} sequences, trials stop at ST2 or {args.max_sequences:,} "
+          "sequences")
     print(f"default backend {tinynet.get_backend()!r}, ran on "
           f"{', '.join(probe.backend_used())}; usable: {', '.join(tinynet.available_backends())}")
     print(f"{probe.summary()}\n(the paper's net, wired differently and without forget gates, "
