@@ -146,9 +146,9 @@ def test_s7_forget_bias_decides_experiment_3a_at_T_100():
 
 def test_s7_experiment_3a_with_adam_needs_a_held_open_forget_gate():
     """--optimizer adam at T=100, N=3: with forget_bias 5 every trial reaches ST2 within
-    5,000 sequences; with forget_bias 0 none reaches even ST1: the first steps' part of the
-    gradient has decayed like sigmoid(0) ^ 100 (about 1e-30) against the part from the
-    noise at the later steps, and Adam's per-weight scaling does not separate the two."""
+    5,000 sequences; with forget_bias 0 none reaches even ST1 (the first steps' part of the
+    gradient has decayed like sigmoid(0) ^ 100, about 1e-30, next to the part from the noise
+    at the later steps)."""
     results = hochreiter_3a.run_trials(100, 3, [5.0] * 3 + [0.0] * 2, [0, 1, 2, 0, 1],
                                        max_sequences=5000, test_every=250,
                                        optimizer_name="adam")

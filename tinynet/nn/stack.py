@@ -37,10 +37,10 @@ _FREE = {"name", "backend", "last_backend", "forget_bias", "_params", "models"}
 
 # predict and evaluate on the host run at most this many (model, sample) pairs in one
 # forward, whatever batch_size asks for: every forward also writes what a backward would
-# read (an LSTM: about 7H values per pair and step), larger forwards ran slower, and past
-# about 8,000 pairs those arrays came as fresh pages from the system on every predict (page
-# faults counted); about 500 pairs were the fastest (`python bench/stack_predict.py`). On a
-# GPU the batch size is left as asked.
+# read (an LSTM: about 7H values per pair and step), and the cap keeps those arrays small
+# enough to be served again from the process's memory for each chunk, not as fresh pages
+# from the system (`python bench/stack_predict.py` times chunk sizes and counts page faults).
+# On a GPU the batch size is left as asked.
 HOST_FORWARD_PAIRS = 512
 
 
