@@ -12,9 +12,11 @@ float64 build; compiled callers get the overload for their type.
 `cpu_activate`, `cpu_sigmoid` and `cpu_tanh` instead: the same functions, with exp, sigmoid
 and tanh written out here as plain arithmetic and selects, no branch and no library call, so
 that LLVM vectorizes a loop over them (this Numba has no vector math library: a loop calling
-expf or tanhf stays scalar). `cpu_activate`, used in the scalar loops of the single-model
-kernels, computes its sigmoid and tanh the same way but from the math library's exp, the
-faster one there. Accurate to a few ulp over the whole float range, float32 and float64
+expf or tanhf stays scalar); written with the element-wise helpers select, floor,
+power_of_two and like, the same source also computes on the SIMD vectors of
+kernels/numba_cpu/vectors.py (the stack LSTM kernel). `cpu_activate`, used in the scalar
+loops of the single-model kernels, computes its sigmoid and tanh the same way but from the
+math library's exp, the faster one there. Accurate to a few ulp over the whole float range, float32 and float64
 (tests/test_numba_cpu.py); NaN stays NaN, -0.0 stays -0.0, +-inf gives the limits.
 """
 
@@ -94,6 +96,71 @@ def _tanh_series(terms):
             for n in range(1, terms + 1)]
 
 
+# Element-wise helpers the CPU exp, sigmoid and tanh are written with, so that one source
+# serves scalars (the loops of every CPU kernel) and the SIMD vectors of
+# kernels/numba_cpu/vectors.py (which registers their vector forms). Scalar forms below.
+
+def select(op, a, b, x, y):
+    """x where `a op b` holds, else y; op one of "<", "<=", ">", ">=", a compare that is
+    false for NaN (a >= b is not `not a < b`)."""
+    return x if _COMPARE[op](a, b) else y
+
+
+def floor(x):
+    """The largest whole number <= x."""
+    return np.floor(x)
+
+
+def power_of_two(n):
+    """2^n for a whole float n in [-1022, 0] (float64; [-126, 0] float32): its exponent field,
+    built as an integer."""
+    return np.ldexp(1.0, int(n))
+
+
+def like(x, value):
+    """`value` (a scalar of x's float type) in the form of x: itself for a scalar x."""
+    return value
+
+
+_COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+            ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def _is_float(*values):
+    return all(isinstance(v, types.Float) for v in values)
+
+
+@overload(select, prefer_literal=True, jit_options={"forceinline": True})
+def _select_typed(op, a, b, x, y):
+    if not (isinstance(op, types.StringLiteral) and _is_float(a, b, x, y)):
+        return None
+    return {"<": lambda op, a, b, x, y: x if a < b else y,
+            "<=": lambda op, a, b, x, y: x if a <= b else y,
+            ">": lambda op, a, b, x, y: x if a > b else y,
+            ">=": lambda op, a, b, x, y: x if a >= b else y}[op.literal_value]
+
+
+@overload(floor, jit_options={"forceinline": True})
+def _floor_typed(x):
+    if _is_float(x):
+        return lambda x: np.floor(x)
+
+
+@overload(power_of_two, jit_options={"forceinline": True})
+def _power_of_two_typed(n):
+    if not _is_float(n):
+        return None
+    p = _PARAMETERS[as_dtype(n).type]
+    int_type, shift, bias = p["int_type"], p["mantissa_bits"], p["exponent_bias"]
+    return lambda n: _float_from_bits(int_type((np.int64(np.int32(n)) + bias) << shift))
+
+
+@overload(like, jit_options={"forceinline": True})
+def _like_typed(x, value):
+    if _is_float(x) and value == x:
+        return lambda x, value: value
+
+
 # Per float type: the degree of the Taylor polynomial of exp on |r| <= ln(2)/2 and the number
 # of terms of the tanh series on |z| < 1/4, each long enough that its first neglected term is
 # a small fraction of an ulp (0.14 ulp at most, float32 tanh at |z| = 1/4); the Cody-Waite split of ln 2 (ln2_hi times any exponent is exact); and
@@ -121,16 +188,9 @@ def _build_cpu(float_type):
     zero, half, one, two = f(0), f(0.5), f(1), f(2)
     log2e, ln2_hi, ln2_lo, lowest = f(1 / math.log(2)), f(p["ln2_hi"]), f(p["ln2_lo"]), f(p["lowest"])
     quarter = f(0.25)
-    int_type, shift, bias = p["int_type"], p["mantissa_bits"], p["exponent_bias"]
     # Horner order: highest power first
     exp_coefficients = tuple(f(1 / math.factorial(k)) for k in range(p["exp_degree"], -1, -1))
     tanh_coefficients = tuple(f(c) for c in reversed(_tanh_series(p["tanh_terms"])))
-
-    @numba.njit(**_OPTIONS)
-    def power_of_two(n):
-        # 2^n for a whole float n in [-1022, 0] (float64; [-126, 0] float32): its exponent
-        # field, built as an integer
-        return _float_from_bits(int_type((np.int64(np.int32(n)) + bias) << shift))
 
     @numba.njit(**_OPTIONS)
     def exp_nonpositive(x):
@@ -138,21 +198,21 @@ def _build_cpu(float_type):
         # 2^n as two factors so that results down to the smallest subnormal come out right.
         # Computed from a clamped copy of x, so no NaN or Inf reaches the integer conversion;
         # the final select gives 0 below `lowest` (with -inf) and NaN for NaN.
-        safe = x if x >= lowest else lowest
-        n = np.floor(safe * log2e + half)
+        safe = select(">=", x, lowest, x, lowest)
+        n = floor(safe * log2e + half)
         r = (safe - n * ln2_hi) - n * ln2_lo
-        poly = zero
+        poly = like(x, zero)
         for c in exp_coefficients:
             poly = poly * r + c
-        n_half = np.floor(n * half)
+        n_half = floor(n * half)
         y = poly * power_of_two(n_half) * power_of_two(n - n_half)
-        return y if x >= lowest else (zero if x < lowest else x)
+        return select(">=", x, lowest, y, select("<", x, lowest, like(x, zero), x))
 
     @numba.njit(**_OPTIONS)
     def sigmoid(z):
         # exp of -|z| only: never overflows; the select picks 1/(1+e) or e/(1+e) by sign
         e = exp_nonpositive(-abs(z))
-        return (one if z >= zero else e) / (one + e)
+        return select(">=", z, zero, one, e) / (one + e)
 
     def tanh_from(exp):
         @numba.njit(**_OPTIONS)
@@ -163,13 +223,13 @@ def _build_cpu(float_type):
             magnitude = abs(z)
             e = exp(-two * magnitude)
             t = (one - e) / (one + e)
-            t = t if z >= zero else -t
+            t = select(">=", z, zero, t, -t)
             z2 = z * z
-            series = zero
+            series = like(z, zero)
             for c in tanh_coefficients:
                 series = series * z2 + c
             series = z * series
-            return series if magnitude < quarter else t
+            return select("<", magnitude, quarter, series, t)
         return tanh
 
     # in loops over models (the stack kernels) the polynomial exp vectorizes; in the scalar
@@ -195,15 +255,20 @@ def cpu_activate(code, z):
     return activate(code, z)
 
 
+def _float_type_of(z):
+    # a scalar's dtype, or a SIMD vector's (kernels/numba_cpu/vectors.py)
+    return as_dtype(getattr(z, "dtype", z))
+
+
 @overload(cpu_sigmoid, jit_options=_OPTIONS)
 def _cpu_sigmoid_typed(z):
-    sigmoid = _CPU[as_dtype(z)][0]
+    sigmoid = _CPU[_float_type_of(z)][0]
     return lambda z: sigmoid(z)
 
 
 @overload(cpu_tanh, jit_options=_OPTIONS)
 def _cpu_tanh_typed(z):
-    tanh = _CPU[as_dtype(z)][1]
+    tanh = _CPU[_float_type_of(z)][1]
     return lambda z: tanh(z)
 
 

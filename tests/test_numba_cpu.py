@@ -361,6 +361,42 @@ def test_stack_kernels_activation_slopes_equal_the_scalar_definition(dtype):
             assert (got == 1).all()                  # NaN and infinities included
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_activations_and_slopes_equal_the_scalar_ones(dtype):
+    """kernels/numba_cpu/vectors.py: every activation and its slope computed on SIMD vectors
+    (the stack LSTM kernel's form) equals the same function on scalars (every other CPU
+    kernel's form, tested against the exact values above) bit for bit, over the whole float
+    range, -0.0 and the special values included."""
+    import numba
+    from tinynet.kernels.numba_cpu import COMPILE_OPTIONS, LANES
+    from tinynet.kernels.numba_cpu.lanes import activate, slope, slope_terms
+    from tinynet.kernels.numba_cpu.vectors import load, store
+
+    @numba.njit(**COMPILE_OPTIONS)
+    def both(code, x, vector, scalar, vector_slope, scalar_slope):
+        zero = x.dtype.type(0)
+        terms = slope_terms(code, x.dtype.type(1))
+        for row in range(x.shape[0]):
+            store(vector[row], activate(code, load(x[row]), zero))
+            store(vector_slope[row], slope(load(x[row]), terms))
+            for lane in range(x.shape[1]):
+                scalar[row, lane] = activate(code, x[row, lane], zero)
+                scalar_slope[row, lane] = slope(x[row, lane], terms)
+
+    values = np.concatenate([_whole_range(dtype), np.array([-0.0], dtype)])
+    x = np.resize(values, (-(-values.size // LANES), LANES))
+    for code, name in enumerate(("linear", "relu", "sigmoid", "tanh")):
+        vector, scalar, vector_slope, scalar_slope = (np.empty_like(x) for _ in range(4))
+        both(code, x, vector, scalar, vector_slope, scalar_slope)
+        for got, expected, what in ((vector, scalar, name), (vector_slope, scalar_slope,
+                                                              name + "'")):
+            same_bits = got.view(f"u{x.itemsize}") == expected.view(f"u{x.itemsize}")
+            both_nan = np.isnan(got) & np.isnan(expected)
+            different = ~(same_bits | both_nan)
+            assert not different.any(), (what, x[different][:5], got[different][:5],
+                                         expected[different][:5])
+
+
 # --- the module protocol -------------------------------------------------------------
 
 def test_asarray_refuses_gpu_arrays():

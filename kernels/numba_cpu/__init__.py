@@ -11,10 +11,10 @@ compile error); outputs are writable C-contiguous arrays the caller allocated; a
 codes (tinynet/_activations.py CODES) are int64 arguments, not specializations.
 
 Numba's disk cache checks only the stamp of the kernel's own file: after editing
-lstm_cell.py (whose gate math lstm.py inlines), lanes.py (which the stack kernels inline),
-kernels/numba_math.py, or the options below, delete kernels/numba_cpu/__pycache__ (or the
-NUMBA_CACHE_DIR in use). An installed release gets fresh stamps, so users never see a stale
-kernel.
+lstm_cell.py (whose gate math lstm.py inlines), lanes.py or vectors.py (which the stack
+kernels inline), kernels/numba_math.py, or the options below, delete
+kernels/numba_cpu/__pycache__ (or the NUMBA_CACHE_DIR in use). An installed release gets
+fresh stamps, so users never see a stale kernel.
 """
 
 from numba import types
@@ -31,10 +31,12 @@ FASTMATH = {"reassoc", "contract"}
 COMPILE_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
 
 # Models per block in the stack kernels (stack_dense.py, stack_lstm.py), the length of their
-# innermost, contiguous axis: a multiple of LANES, so every inner loop is a whole number of
-# SIMD vectors (2 AVX2 or 1 AVX-512 vector of float32), and at most MAX_LANES. Wider blocks
-# spread each inner loop's fixed cost over more models; tinynet/backends/numba_cpu.py picks
-# the width per call so that every thread still gets a block.
+# innermost, contiguous axis. stack_lstm.py: exactly LANES, the length of its SIMD vectors
+# (kernels/numba_cpu/vectors.py: 2 AVX2 or 1 AVX-512 register of float32). stack_dense.py: a
+# multiple of LANES, so every inner loop is a whole number of SIMD vectors, and at most
+# MAX_LANES; wider blocks spread each inner loop's fixed cost over more models, and
+# tinynet/backends/numba_cpu.py picks the width per call so that every thread still gets a
+# block.
 LANES = 16
 MAX_LANES = 64
 

@@ -2,18 +2,20 @@
 block of models between (M, ...) arrays and the lanes layout (gather_*, scatter_*), and the
 pointwise activations and their derivatives.
 
-The activations work on rows [start, stop) of a C-contiguous (rows, lanes) array: one row
-holds one value for each of a block's models. The activation code is tested outside the loop
-over lanes, so each such loop is plain arithmetic over contiguous lanes, which LLVM
-vectorizes. The lane count is read from the array, not a compile-time constant: LLVM unrolls
-a loop of a constant 16 iterations completely and then vectorizes none of it.
+activate_rows (stack_dense.py) works on rows [start, stop) of a C-contiguous (rows, lanes)
+array: one row holds one value for each of a block's models. The activation code is tested
+outside the loop over lanes, so each such loop is plain arithmetic over contiguous lanes,
+which LLVM vectorizes. The lane count is read from the array, not a compile-time constant:
+LLVM unrolls a loop of a constant 16 iterations completely and then vectorizes none of it.
+activate and slope (stack_lstm.py) take one value or one SIMD vector of a block's values
+(kernels/numba_cpu/vectors.py) and have no branch on the data.
 Activation codes: tinynet/_activations.py CODES (0 linear, 1 relu, 2 sigmoid, 3 tanh).
 """
 
 import numba
 
 from tinynet.kernels.numba_cpu import COMPILE_OPTIONS
-from tinynet.kernels.numba_math import cpu_sigmoid, cpu_tanh
+from tinynet.kernels.numba_math import cpu_sigmoid, cpu_tanh, select
 
 
 @numba.njit(**COMPILE_OPTIONS)
@@ -55,9 +57,22 @@ def slope(y, terms):
     # act'(z) from the output y = act(z) (numba_math.activation_grad, the same roundings),
     # with the terms of slope_terms: no branch on the activation, so a loop over lanes that
     # calls it stays plain vectorizable arithmetic, and the kernels compute it inside the loop
-    # that uses it, with no pass of its own over the rows
+    # that uses it, with no pass of its own over the rows. y: a scalar or a Vector.
     d0, d1, d2, step, below = terms
-    return (d0 if y > d1 else below) if step else d0 + y * (d1 + d2 * y)
+    return select(">", y, d1, d0, below) if step else d0 + y * (d1 + d2 * y)
+
+
+@numba.njit(forceinline=True, **COMPILE_OPTIONS)
+def activate(code, v, zero):
+    # act(v) for v a kernels/numba_cpu/vectors.py Vector (one value per lane of a block) or
+    # a scalar; zero: 0 of its float type
+    if code == 1:
+        return select("<", v, zero, zero, v)      # NaN stays NaN, as np.maximum
+    if code == 2:
+        return cpu_sigmoid(v)
+    if code == 3:
+        return cpu_tanh(v)
+    return v
 
 
 @numba.njit(**COMPILE_OPTIONS)

@@ -10,39 +10,36 @@ b (M, 4H), forget_bias (M,), lengths (M, batch) int32 in 0..steps; gate blocks i
 inputs may have any strides (a broadcast view: stride 0 on M). Activation codes (act, rec):
 tinynet/_activations.py CODES.
 
-Layout: as kernels/numba_cpu/stack_dense.py, blocks of `lanes` models (the last axis of the
-saved arrays), the model the last, contiguous axis of everything a block computes, so that
-every inner loop is SIMD over the block's models; prange runs the blocks (in the forward,
-each (block, batch row) pair) on the cores. What the backward reads is saved in that layout,
-one (batch, ...) slab per block (an integer index on the leading axis of a C-contiguous
-array, so still contiguous): xs_lanes (blocks, batch, steps, in, lanes), the input with zeros
-at padding steps; h_lanes, c_lanes (blocks, batch, steps + 1, H, lanes), the state before
-each step and after the last; gates (blocks, batch, steps, 5H, lanes) = i, f, g, o, a(c).
+Layout: blocks of LANES models, the model the last, contiguous axis of everything a block
+computes, and each step computed with SIMD vectors of the block's LANES models
+(kernels/numba_cpu/vectors.py: one vector holds, say, gate row j of all of them); prange
+runs the blocks (in the forward, each (block, batch row) pair) on the cores. What the
+backward reads is saved in that layout, one (batch, ...) slab per block (an integer index on
+the leading axis of a C-contiguous array, so still contiguous): xs_lanes (blocks, batch,
+steps, in, LANES), the input with zeros at padding steps; h_lanes, c_lanes (blocks, batch,
+steps + 1, H, LANES), the state before each step and after the last; gates (blocks, batch,
+steps, 5H, LANES) = i, f, g, o, a(c).
 
 Lengths: at a step t >= lengths[m, row] (padding) every lane's new state is selected, not
 multiplied, from the old one, so a NaN in padding input changes nothing; the backward
 selects dz = 0 there, lets dh and dc pass unchanged, and adds no dhs. The padding lanes of
-the last block have length 0.
+the last block have length 0. The step is compared with the lengths as floats of the
+kernel's type, exact for any step count below 2^24.
 
-Loop shapes (chosen over the obvious ones by side-by-side runs; the numbers are in the
-commit that made them):
-- Per-model data (xs in, hs out; dhs in, dxs out of the backward) moves between the
-  (M, ...) arrays and the lanes layout once per row, in loops of one model and one unit
-  over the steps, not once per step: a per-step loop over lanes reads one scattered value
-  per lane. The xs and dhs gathers are two loops, not one shared helper, which ran slower.
-- The per-step loops over lanes each write one row and read a few: LLVM vectorizes a loop
-  only after proving at run time that its arrays do not overlap, and gives up on a loop that
-  touches too many. So the backward's dz is computed one gate at a time, and its weight
-  gradients in loops of their own, apart from the dh and dx sums.
+Per-model data (xs in, hs out; dhs in, dxs out of the backward) moves between the (M, ...)
+arrays and the lanes layout once per row, in loops of one model and one unit over the steps,
+not once per step: a per-step loop over lanes reads one scattered value per lane. The xs and
+dhs gathers are two loops, not one shared helper, which ran slower.
 """
 
 import numpy as np
 from numba import prange, types
 
-from tinynet.kernels.numba_cpu import array_types, strided
-from tinynet.kernels.numba_cpu.lanes import (activate_rows, gather_matrix, gather_rows,
+from tinynet.kernels.numba_cpu import LANES, array_types, strided
+from tinynet.kernels.numba_cpu.lanes import (activate, gather_matrix, gather_rows,
                                               scatter_matrix, scatter_rows, slope,
                                               slope_terms)
+from tinynet.kernels.numba_cpu.vectors import load, select, splat, store
 
 
 def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, cT,
@@ -52,36 +49,37 @@ def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, c
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
     four_h = 4 * hidden
-    blocks, lanes = gates.shape[0], gates.shape[4]
+    blocks = gates.shape[0]
+    if gates.shape[4] != LANES:        # every vector load reads LANES values of a row
+        raise ValueError("stack_lstm forward: the saved arrays' last axis must be LANES")
     dtype = hs.dtype
     zero = dtype.type(0)
     for item in prange(blocks * batch):
         # one (block, row) pair: rows are independent in the forward, so a large batch
         # keeps every core busy even when the models fit in one block
         block, row = item // batch, item % batch
-        first = block * lanes
-        count = min(lanes, models - first)
-        w_ih_lanes = np.empty((n_in, four_h, lanes), dtype)
+        first = block * LANES
+        count = min(LANES, models - first)
+        w_ih_lanes = np.empty((n_in, four_h, LANES), dtype)
         gather_matrix(w_ih, first, count, w_ih_lanes)
-        w_hh_lanes = np.empty((hidden, four_h, lanes), dtype)
+        w_hh_lanes = np.empty((hidden, four_h, LANES), dtype)
         gather_matrix(w_hh, first, count, w_hh_lanes)
-        b_lanes = np.empty((four_h, lanes), dtype)         # the bias, forget_bias added
+        b_lanes = np.empty((four_h, LANES), dtype)         # the bias, forget_bias added
         gather_rows(b, first, count, b_lanes)
         for lane in range(count):
             for j in range(hidden, 2 * hidden):
                 b_lanes[j, lane] += forget_bias[first + lane]
-        length = np.zeros(lanes, np.int32)
+        length = np.zeros(LANES, dtype)
         for lane in range(count):
             length[lane] = lengths[first + lane, row]
-        valid = np.empty(lanes, np.bool_)                  # t < length, per lane
-        x_row = xs_lanes[block, row]                       # (steps, in, lanes)
+        x_row = xs_lanes[block, row]                       # (steps, in, LANES)
         x_row[:] = 0
         for lane in range(count):
             xs_model = xs[first + lane, row]               # (steps, in)
             for k in range(n_in):
-                for t in range(length[lane]):
+                for t in range(lengths[first + lane, row]):
                     x_row[t, k, lane] = xs_model[t, k]
-        h = h_lanes[block, row, 0]                         # (H, lanes): the state before step t
+        h = h_lanes[block, row, 0]                         # (H, LANES): the state before step t
         c = c_lanes[block, row, 0]
         h[:] = 0
         c[:] = 0
@@ -89,47 +87,38 @@ def forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, act, rec, hs, hT, c
             for u in range(hidden):
                 h[u, lane] = h0[first + lane, row, u]
                 c[u, lane] = c0[first + lane, row, u]
+        length_v = load(length)
         for t in range(steps):
-            x = x_row[t]                                   # (in, lanes)
-            z = gates[block, row, t]                       # (5H, lanes)
+            x = x_row[t]                                   # (in, LANES)
+            z = gates[block, row, t]                       # (5H, LANES)
             for j in range(four_h):
-                for lane in range(lanes):
-                    z[j, lane] = b_lanes[j, lane]
-            for k in range(n_in):
-                for j in range(four_h):
-                    for lane in range(lanes):
-                        z[j, lane] += x[k, lane] * w_ih_lanes[k, j, lane]
-            for k in range(hidden):
-                for j in range(four_h):
-                    for lane in range(lanes):
-                        z[j, lane] += h[k, lane] * w_hh_lanes[k, j, lane]
-            activate_rows(rec, z, 0, 2 * hidden)
-            activate_rows(act, z, 2 * hidden, 3 * hidden)
-            activate_rows(rec, z, 3 * hidden, four_h)
+                z_j = load(b_lanes[j])
+                for k in range(n_in):
+                    z_j = z_j + load(x[k]) * load(w_ih_lanes[k, j])
+                for k in range(hidden):
+                    z_j = z_j + load(h[k]) * load(w_hh_lanes[k, j])
+                code = act if 2 * hidden <= j < 3 * hidden else rec
+                store(z[j], activate(code, z_j, zero))
             h_next = h_lanes[block, row, t + 1]
             c_next = c_lanes[block, row, t + 1]
+            step = dtype.type(t)
             for u in range(hidden):
-                for lane in range(lanes):
-                    c_next[u, lane] = (z[hidden + u, lane] * c[u, lane]
-                                       + z[u, lane] * z[2 * hidden + u, lane])
-                    z[four_h + u, lane] = c_next[u, lane]
-            activate_rows(act, z, four_h, 5 * hidden)
-            for lane in range(lanes):
-                valid[lane] = t < length[lane]
-            for u in range(hidden):
-                for lane in range(lanes):
-                    h_step = z[3 * hidden + u, lane] * z[four_h + u, lane]
-                    h_next[u, lane] = h_step if valid[lane] else h[u, lane]
-                for lane in range(lanes):
-                    c_next[u, lane] = c_next[u, lane] if valid[lane] else c[u, lane]
+                c_u = load(c[u])
+                c_step = load(z[hidden + u]) * c_u + load(z[u]) * load(z[2 * hidden + u])
+                a_c = activate(act, c_step, zero)
+                store(z[four_h + u], a_c)
+                h_step = load(z[3 * hidden + u]) * a_c
+                store(h_next[u], select("<", step, length_v, h_step, load(h[u])))
+                store(c_next[u], select("<", step, length_v, c_step, c_u))
             h = h_next
             c = c_next
         for lane in range(count):
             hs_model = hs[first + lane, row]               # (steps, H)
+            length_lane = lengths[first + lane, row]
             for u in range(hidden):
-                for t in range(length[lane]):
+                for t in range(length_lane):
                     hs_model[t, u] = h_lanes[block, row, t + 1, u, lane]
-                for t in range(length[lane], steps):
+                for t in range(length_lane, steps):
                     hs_model[t, u] = zero
             for u in range(hidden):
                 hT[first + lane, row, u] = h[u, lane]
@@ -146,28 +135,29 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhs_ze
     n_in = w_ih.shape[1]
     hidden = w_hh.shape[1]
     four_h = 4 * hidden
-    blocks, lanes = gates.shape[0], gates.shape[4]
+    blocks = gates.shape[0]
+    if gates.shape[4] != LANES:
+        raise ValueError("stack_lstm backward: the saved arrays' last axis must be LANES")
     dtype = dxs.dtype
     zero = dtype.type(0)
     act_terms = slope_terms(act, dtype.type(1))
     rec_terms = slope_terms(rec, dtype.type(1))
     for block in prange(blocks):
-        first = block * lanes
-        count = min(lanes, models - first)
-        w_ih_lanes = np.empty((n_in, four_h, lanes), dtype)
+        first = block * LANES
+        count = min(LANES, models - first)
+        w_ih_lanes = np.empty((n_in, four_h, LANES), dtype)
         gather_matrix(w_ih, first, count, w_ih_lanes)
-        w_hh_lanes = np.empty((hidden, four_h, lanes), dtype)
+        w_hh_lanes = np.empty((hidden, four_h, LANES), dtype)
         gather_matrix(w_hh, first, count, w_hh_lanes)
-        dw_ih_lanes = np.zeros((n_in, four_h, lanes), dtype)
-        dw_hh_lanes = np.zeros((hidden, four_h, lanes), dtype)
-        db_lanes = np.zeros((four_h, lanes), dtype)
-        length = np.zeros(lanes, np.int32)
-        dh = np.zeros((hidden, lanes), dtype)     # gradient of h after step t, then before it
-        dc = np.zeros((hidden, lanes), dtype)
-        dz = np.empty((four_h, lanes), dtype)
-        total = np.empty(lanes, dtype)     # per lane: dc through the cell, then each dh/dx sum
-        dhs_lanes = np.empty((steps, hidden, lanes), dtype)    # dhs of one row, zero padded
-        dxs_lanes = np.empty((steps, n_in, lanes), dtype)      # dxs of one row
+        dw_ih_lanes = np.zeros((n_in, four_h, LANES), dtype)
+        dw_hh_lanes = np.zeros((hidden, four_h, LANES), dtype)
+        db_lanes = np.zeros((four_h, LANES), dtype)
+        length = np.zeros(LANES, dtype)
+        dh = np.zeros((hidden, LANES), dtype)     # gradient of h after step t, then before it
+        dc = np.zeros((hidden, LANES), dtype)
+        dz = np.empty((four_h, LANES), dtype)
+        dhs_lanes = np.empty((steps, hidden, LANES), dtype)    # dhs of one row, zero padded
+        dxs_lanes = np.empty((steps, n_in, LANES), dtype)      # dxs of one row
         for row in range(batch):
             for lane in range(count):
                 length[lane] = lengths[first + lane, row]
@@ -179,69 +169,59 @@ def backward(w_ih, w_hh, lengths, xs_lanes, h_lanes, c_lanes, gates, dhs, dhs_ze
                 for lane in range(count):
                     dhs_model = dhs[first + lane, row]     # (steps, H)
                     for u in range(hidden):
-                        for t in range(length[lane]):
+                        for t in range(lengths[first + lane, row]):
                             dhs_lanes[t, u, lane] = dhs_model[t, u]
+            length_v = load(length)
             for t in range(steps - 1, -1, -1):
-                if not dhs_zero:
-                    for u in range(hidden):
-                        for lane in range(lanes):
-                            dh[u, lane] += dhs_lanes[t, u, lane]
                 g = gates[block, row, t]
                 c_prev = c_lanes[block, row, t]
                 h_prev = h_lanes[block, row, t]
                 x = xs_lanes[block, row, t]
+                step = dtype.type(t)
                 for u in range(hidden):
-                    for lane in range(lanes):
-                        total[lane] = (dc[u, lane] + dh[u, lane] * g[3 * hidden + u, lane]
-                                       * slope(g[four_h + u, lane], act_terms))
-                    for lane in range(lanes):
-                        dz_i = (total[lane] * g[2 * hidden + u, lane]
-                                * slope(g[u, lane], rec_terms))
-                        dz[u, lane] = dz_i if t < length[lane] else zero
-                    for lane in range(lanes):
-                        dz_f = (total[lane] * c_prev[u, lane]
-                                * slope(g[hidden + u, lane], rec_terms))
-                        dz[hidden + u, lane] = dz_f if t < length[lane] else zero
-                    for lane in range(lanes):
-                        dz_g = (total[lane] * g[u, lane]
-                                * slope(g[2 * hidden + u, lane], act_terms))
-                        dz[2 * hidden + u, lane] = dz_g if t < length[lane] else zero
-                    for lane in range(lanes):
-                        dz_o = (dh[u, lane] * g[four_h + u, lane]
-                                * slope(g[3 * hidden + u, lane], rec_terms))
-                        dz[3 * hidden + u, lane] = dz_o if t < length[lane] else zero
-                    for lane in range(lanes):
-                        dc_step = total[lane] * g[hidden + u, lane]
-                        dc[u, lane] = dc_step if t < length[lane] else dc[u, lane]
+                    dh_u = load(dh[u])
+                    if not dhs_zero:
+                        dh_u = dh_u + load(dhs_lanes[t, u])
+                    i_u, f_u = load(g[u]), load(g[hidden + u])
+                    g_u, o_u = load(g[2 * hidden + u]), load(g[3 * hidden + u])
+                    a_u = load(g[four_h + u])
+                    dc_u = load(dc[u])
+                    total = dc_u + dh_u * o_u * slope(a_u, act_terms)   # dc through the cell
+                    store(dz[u], select("<", step, length_v,
+                                        total * g_u * slope(i_u, rec_terms), zero))
+                    store(dz[hidden + u], select("<", step, length_v,
+                                                 total * load(c_prev[u]) * slope(f_u, rec_terms),
+                                                 zero))
+                    store(dz[2 * hidden + u], select("<", step, length_v,
+                                                     total * i_u * slope(g_u, act_terms), zero))
+                    store(dz[3 * hidden + u], select("<", step, length_v,
+                                                     dh_u * a_u * slope(o_u, rec_terms), zero))
+                    store(dc[u], select("<", step, length_v, total * f_u, dc_u))
                 for j in range(four_h):
-                    for lane in range(lanes):
-                        db_lanes[j, lane] += dz[j, lane]
+                    store(db_lanes[j], load(db_lanes[j]) + load(dz[j]))
                 for k in range(hidden):
-                    total[:] = 0
+                    h_k = load(h_prev[k])
+                    dh_k = splat(zero)
                     for j in range(four_h):
-                        for lane in range(lanes):
-                            total[lane] += dz[j, lane] * w_hh_lanes[k, j, lane]
-                    for j in range(four_h):
-                        for lane in range(lanes):
-                            dw_hh_lanes[k, j, lane] += h_prev[k, lane] * dz[j, lane]
-                    for lane in range(lanes):
-                        dh[k, lane] = total[lane] if t < length[lane] else dh[k, lane]
+                        dz_j = load(dz[j])
+                        dh_k = dh_k + dz_j * load(w_hh_lanes[k, j])
+                        store(dw_hh_lanes[k, j], load(dw_hh_lanes[k, j]) + h_k * dz_j)
+                    store(dh[k], select("<", step, length_v, dh_k, load(dh[k])))
                 for k in range(n_in):
-                    total[:] = 0
+                    x_k = load(x[k])
+                    dx_k = splat(zero)
                     for j in range(four_h):
-                        for lane in range(lanes):
-                            total[lane] += dz[j, lane] * w_ih_lanes[k, j, lane]
-                    for j in range(four_h):
-                        for lane in range(lanes):
-                            dw_ih_lanes[k, j, lane] += x[k, lane] * dz[j, lane]
-                    for lane in range(lanes):
-                        dxs_lanes[t, k, lane] = total[lane]
+                        dz_j = load(dz[j])
+                        dx_k = dx_k + dz_j * load(w_ih_lanes[k, j])
+                        store(dw_ih_lanes[k, j], load(dw_ih_lanes[k, j]) + x_k * dz_j)
+                    store(dxs_lanes[t, k], dx_k)
             for lane in range(count):
                 dxs_model = dxs[first + lane, row]         # (steps, in)
+                length_lane = lengths[first + lane, row]
                 for k in range(n_in):
-                    for t in range(length[lane]):
+                    for t in range(length_lane):
                         dxs_model[t, k] = dxs_lanes[t, k, lane]
-                    for t in range(length[lane], steps):
+                    for t in range(length_lane, steps):
                         dxs_model[t, k] = zero
             for lane in range(count):
                 for u in range(hidden):

@@ -465,8 +465,9 @@ def _per_model(models, batch, hidden):
 
 def _rows_as_models(models, batch, steps, n_in, hidden):
     """Whether a stacked LSTM runs each (model, batch row) pair as a model of its own: the
-    kernels put models in SIMD lanes, so a stack too small to fill a block of MAX_LANES
-    fills it this way when it has more than one row. Each pair then holds a copy of its
+    kernels put models in SIMD lanes and run a block's rows in turn, so a stack of fewer
+    than MAX_LANES models fills more lanes and more blocks this way when it has more than
+    one row. Each pair then holds a copy of its
     model's weights, so only while that copy is no larger than what the forward saves per
     pair anyway (the input and 7H values a step): at most twice the memory."""
     weights = (n_in + hidden + 1) * 4 * hidden
@@ -527,7 +528,7 @@ def _stack_lstm_forward(xs, h0, c0, w_ih, w_hh, b, forget_bias, lengths, activat
     models, batch, steps, n_in = xs.shape
     hidden = w_hh.shape[1]
     dtype = xs.dtype
-    lanes = _lanes(models)
+    lanes = LANES                  # the kernel's SIMD vectors: one block of models each
     blocks = -(-models // lanes)
     hs = np.empty((models, batch, steps, hidden), dtype)
     hT = np.empty((models, batch, hidden), dtype)
