@@ -18,6 +18,7 @@ Importing this module imports Numba; `import tinynet` does not import it (the re
 tinynet/_dispatch.py imports backends on first use).
 """
 
+import functools
 import types
 import warnings
 
@@ -384,11 +385,13 @@ def lstm_backward(saved, dhs, dhT, dcT):
 zeros = numpy_ref.zeros
 
 
+@functools.lru_cache(maxsize=64)
 def stack_zeros(shape, dtype):
     """What tinynet.ops fills a None input of a stack op with: a read-only array of zeros with
     every stride 0 (one element of memory, whatever the shape). The stack kernels read it in
     place, the per-model route makes it contiguous (_c_layout), and the stack LSTM backward
-    skips a dhs that is all zero (_all_zero)."""
+    skips a dhs that is all zero (_all_zero). Read-only, so one array per shape and dtype
+    serves every call (a training loop asks for the same few on every update)."""
     return np.ndarray(shape, dtype, buffer=bytes(np.dtype(dtype).itemsize),
                       strides=(0,) * len(shape))
 
