@@ -65,9 +65,8 @@ LSTM_LOOPS_MAX_MACS = 65536
 LSTM_PROJECT_MIN_IN = 8
 # A stacked LSTM (or one model's with lengths) runs model by model in the single-model loop
 # kernel, the models on the cores (_stack_lstm_route), when it has few (model, batch row)
-# pairs: a block of the stack kernel's SIMD lanes costs about as much as H single-model runs
-# of one row, so it wins up to H pairs for one model (whose rows run in turn) and 2H for
-# several. From H = PER_MODEL_MIN_HIDDEN on, the single-model kernel's loops over 4H gate
+# pairs: a block of the stack kernel's SIMD lanes costs about as much as H / 2 single-model
+# runs of one row, so it wins up to H / 2 pairs. From H = PER_MODEL_MIN_HIDDEN on, the single-model kernel's loops over 4H gate
 # columns fill the SIMD lanes themselves, and it wins while there are at most 1.5 H models,
 # whatever the batch (`python bench/numba_cpu_tuning.py --stack-lstm`).
 PER_MODEL_MIN_HIDDEN = 32
@@ -462,7 +461,7 @@ def _stack_lstm_route(models, batch, steps, n_in, hidden):
 
 def _per_model(models, batch, hidden):
     """Whether a stacked LSTM runs model by model (PER_MODEL_MIN_HIDDEN says why)."""
-    return models * batch <= hidden * min(models, 2) or (
+    return 2 * models * batch <= hidden or (
         hidden >= PER_MODEL_MIN_HIDDEN and 2 * models <= 3 * hidden)
 
 
