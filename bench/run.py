@@ -68,17 +68,34 @@ def load_average():
         return None
 
 
+# the widest SIMD extension a CPU reports (/proc/cpuinfo flags), first match: machines sold
+# under one name differ in it, and the CPU kernels' speed follows it
+SIMD_FLAGS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+
+
 def cpu_name():
+    """The CPU's model name, logical core count and widest SIMD extension (where the system
+    says), e.g. 'AMD EPYC, 2 logical cores, AVX2'."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        else:
-            name = platform.processor() or platform.machine()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        name = platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} logical cores"
+        text = ""
+    return describe_cpu(text, platform.processor() or platform.machine(), os.cpu_count())
+
+
+def describe_cpu(cpuinfo, fallback_name, cores):
+    """cpu_name() from the text of /proc/cpuinfo (its first processor's model name and
+    flags; fallback_name where it has no model name)."""
+    name, flags = fallback_name, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    simd = next((label for flag, label in SIMD_FLAGS if flag in flags), None)
+    return f"{name}, {cores} logical cores" + (f", {simd}" if simd else "")
 
 
 def main(argv=None):

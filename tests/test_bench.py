@@ -119,6 +119,18 @@ def test_targets_are_evaluated_on_the_rows(cpu_run):
                                  else target["value"] >= target["goal"])
 
 
+def test_cpu_description_names_the_widest_simd_extension():
+    """bench/run.py describe_cpu: the first processor's model name and its widest SIMD
+    extension from /proc/cpuinfo's text; none named where no flag says."""
+    from tinynet.bench.run import describe_cpu
+    block = "processor\t: {0}\nmodel name\t: {1}\nflags\t\t: fpu sse4_2 avx {2}\n\n"
+    avx512 = block.format(0, "Some CPU", "avx2 fma avx512f avx512vl") + block.format(1, "x", "")
+    assert describe_cpu(avx512, "cpu", 2) == "Some CPU, 2 logical cores, AVX-512"
+    assert describe_cpu(block.format(0, "Other", "avx2 fma"), "cpu", 4) == \
+        "Other, 4 logical cores, AVX2"
+    assert describe_cpu("", "x86_64", 1) == "x86_64, 1 logical cores"
+
+
 def test_gpu_suite_without_a_gpu_says_why_and_exits_2():
     done = run_bench("-m", "tinynet", "bench", "--suite", "gpu")
     assert done.returncode == 2, done.stdout + done.stderr
